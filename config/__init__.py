@@ -1,0 +1,1 @@
+"""The example configuration and service files, shipped as package data."""

@@ -1,0 +1,456 @@
+"""The daemon process: sockets, the main loop, recovery, and a clean stop.
+
+One thread does everything that changes state, in turns: answer handshakes,
+take a batch of requests, expire what is due, then commit the batch's records
+with one fsync, and only then reply and publish. A snapshot is written by a
+background thread from an immutable copy of the state.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from keyturn.shared.codec import decode, encode
+from keyturn.shared.config import Config, ConfigError, load_config
+from keyturn.shared.errors import BadInput, InternalError, KeyturnError, Refused
+from keyturn.shared.keys import Home, KeyFileError, fingerprint, load_curve_secret, load_signing_keys
+from keyturn.shared.protocol import client_id_of, error_reply, ok_reply, parse_message
+from keyturn.daemon.auth import ZAP_DOMAIN, ZapHandler
+from keyturn.daemon.core import SYSTEM, Core
+from keyturn.daemon.handlers import HANDLERS, MUTATING_OPS, Context
+from keyturn.daemon.journal import Journal, JournalDamaged
+from keyturn.daemon.ledger import Ledger
+from keyturn.daemon.publisher import Publisher
+from keyturn.daemon.snapshot import SnapshotData, SnapshotWriter, load_snapshot
+
+__all__ = ["Daemon", "StartupError"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+"""Requests taken from the socket in one turn before their records are committed."""
+EXPIRY_BATCH = 1000
+"""Expiries handled in one turn; a storm yields to requests between batches."""
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""libzmq drops a connection that sends a larger message, before it is buffered."""
+IDLE_WAKE_S = 1.0
+"""The loop wakes at least this often (heartbeats, config changes)."""
+DEDUPE_WINDOW_S = 600.0
+"""A retried call with the same id is answered from memory for this long..."""
+DEDUPE_MAX = 100_000
+"""...or until this many newer calls pushed it out."""
+SNAPSHOT_RETRY_S = 30.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message names the problem."""
+
+
+@dataclass
+class _Remembered:
+    fingerprint: bytes
+    reply: bytes
+    at: float
+
+
+class Daemon:
+    """One keyturn daemon on one state folder.
+
+    Args:
+        home: The state folder.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = Home(home)
+        self.stopping = False
+        self._lock_fd: int | None = None
+        self._replies: list[tuple[list[bytes], dict[str, Any]]] = []
+        self._dedupe: OrderedDict[tuple[str, Any], _Remembered] = OrderedDict()
+        self._config_stamp: tuple[int, int, int] | None = None
+        self._next_snapshot = 0.0
+        self._ipc_paths: list[Path] = []
+
+    # Start.
+
+    def start(self) -> None:
+        """Lock the home, load everything, recover, bind, and be ready to serve.
+
+        Raises:
+            StartupError: naming what is wrong (config, keys, journal, another daemon).
+        """
+        self._lock()
+        config = self._load_config()
+        try:
+            public, secret = load_curve_secret(self.home, "daemon")
+            signing = load_signing_keys(self.home)
+        except KeyFileError as exc:
+            raise StartupError(f"key material: {exc}") from exc
+        journal = Journal(self.home.journal)
+        ledger, cut = self._recover(journal)
+        self.core = Core(config, journal, ledger, signing)
+        self.core.started_at = time.time()
+        self._bind(public, secret)
+        journal.open_for_append()
+        self._after_recovery(cut)
+
+    def _lock(self) -> None:
+        if not self.home.root.is_dir():
+            raise StartupError(f"{self.home.root} is not a keyturn home; run `keyturn init --home {self.home.root}`")
+        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StartupError(
+                    f"another keyturn daemon is running on {self.home.root} (pid {holder})"
+                ) from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _load_config(self) -> Config:
+        try:
+            config = load_config(self.home.config)
+        except ConfigError as exc:
+            raise StartupError(f"invalid configuration: {exc}") from exc
+        self._config_stamp = self._stamp()
+        return config
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.home.config.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+    def _recover(self, journal: Journal) -> tuple[Ledger, tuple[int, str] | None]:
+        ledger = Ledger()
+        start = (0, journal.head, 0)
+        try:
+            snap = load_snapshot(self.home.snapshot)
+        except ValueError as exc:
+            logger.warning("snapshot unreadable, replaying the whole journal: %s", exc)
+            snap = None
+        if snap is not None:
+            ledger.load(snap.grants, snap.requests, snap.lockdown, snap.seq)
+            start = (snap.offset, snap.head, snap.seq)
+        began = time.monotonic()
+        try:
+            result = journal.read(*start)
+        except JournalDamaged as exc:
+            raise StartupError(f"journal {self.home.journal} is damaged: {exc}; run `keyturn audit verify`") from exc
+        for record in result.records:
+            ledger.apply(record)
+        logger.info(
+            "recovered seq %d: snapshot at %d, %d journal records replayed in %.3fs",
+            ledger.seq, start[2], len(result.records), time.monotonic() - began,
+        )
+        if result.torn_bytes:
+            logger.warning("cut a torn last journal record (%d bytes: %s)", result.torn_bytes, result.torn_reason)
+            return ledger, (result.torn_bytes, result.torn_reason)
+        return ledger, None
+
+    def _bind(self, public: bytes, secret: bytes) -> None:
+        context = zmq.Context.instance()
+        self.zap = ZapHandler(context, lambda: self.core.config.by_key)
+        self.router = self._server_socket(context, zmq.ROUTER, public, secret)
+        self.router.maxmsgsize = MAX_MESSAGE_BYTES
+        self.router.rcvhwm = 10_000
+        self.pub = self._server_socket(context, zmq.PUB, public, secret)
+        self.pub.sndhwm = 100_000
+        config = self.core.config
+        for which, sock in (("api", self.router), ("events", self.pub)):
+            endpoint = config.endpoint(which, self.home.root)
+            if endpoint.startswith("ipc://"):
+                path = Path(endpoint[len("ipc://"):])
+                if len(str(path)) > 100:
+                    raise StartupError(f"{endpoint}: ipc paths are limited to about 100 characters")
+                self._ipc_paths.append(path)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise StartupError(f"cannot bind {which} endpoint {endpoint}: {exc}") from exc
+            if endpoint.startswith("ipc://"):
+                os.chmod(endpoint[len("ipc://"):], 0o600)
+        self.publisher = Publisher(self.pub, self.core.boot_id)
+
+    @staticmethod
+    def _server_socket(context: zmq.Context[Any], kind: int, public: bytes, secret: bytes) -> zmq.Socket[Any]:
+        sock = context.socket(kind)
+        sock.linger = 0
+        sock.zap_domain = ZAP_DOMAIN
+        sock.curve_server = True
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+        return sock
+
+    def _after_recovery(self, cut: tuple[int, str] | None) -> None:
+        core = self.core
+        if cut is not None:
+            core.emit("journal.cut", SYSTEM, bytes_cut=cut[0], reason=cut[1])
+        missed = core.expire_missed()
+        core.schedule_all()
+        core.emit(
+            "daemon.started", SYSTEM, boot_id=core.boot_id, pid=os.getpid(),
+            expired_while_down=missed,
+        )
+        self._commit()
+        logger.info(
+            "serving: %d live grants, %d pending requests, lockdown %s, %d expired while down",
+            len(core.ledger.grants), len(core.ledger.requests),
+            "ENGAGED" if core.ledger.lockdown["engaged"] else "off", missed,
+        )
+
+    # The loop.
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_config(force=True))
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.zap.socket, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+        try:
+            while not self.stopping:
+                ready = dict(poller.poll(self._timeout_ms()))
+                self._turn(ready, wake_r)
+        finally:
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
+            self.stop()
+
+    def _turn(self, ready: dict[Any, int], wake_r: socket.socket) -> None:
+        if wake_r in ready or wake_r.fileno() in ready:
+            try:
+                wake_r.recv(512)
+            except BlockingIOError:
+                pass
+        if self.zap.socket in ready:
+            self.zap.handle_ready()
+        if self.router in ready:
+            self._reload_config()
+            self._serve_batch()
+        self.core.expire_due(EXPIRY_BATCH)
+        if self.core.checkpoint_due():
+            self.core.checkpoint()
+        self._commit()
+        self._periodic()
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _timeout_ms(self) -> int:
+        wait = min(IDLE_WAKE_S, self.publisher.heartbeat_in())
+        due = self.core.scheduler.next_in()
+        if due is not None:
+            wait = min(wait, due)
+        return max(0, int(wait * 1000 + 0.999))
+
+    def _serve_batch(self) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._serve(frames)
+
+    def _serve(self, frames: list[zmq.Frame]) -> None:
+        envelope, body = _split(frames)
+        if body is None:
+            self._reply(envelope, error_reply(None, BadInput("bad_frame", "expected one message frame")))
+            return
+        try:
+            user = frames[-1].get("User-Id")
+        except zmq.ZMQError:
+            user = ""
+        self._reply(envelope, self._dispatch(str(user), body))
+
+    def _dispatch(self, user: str, body: bytes) -> dict[str, Any]:
+        raw: Any = None
+        op = "?"
+        try:
+            raw = decode(body)
+            message = parse_message(raw)
+            op = message.op
+            identity = self.core.config.by_key.get(user)
+            if identity is None:
+                logger.warning("refused a message from a key no longer configured (%s)", fingerprint(user))
+                raise Refused("unauthenticated", "this key is not (or no longer) configured")
+            key = (user, message.id)
+            if op in MUTATING_OPS:
+                cached = self._remembered(key, op, body, raw)
+                if cached is not None:
+                    return cached
+            result = self._call(identity, op, message)
+            reply = ok_reply(message.id, result)
+        except KeyturnError as exc:
+            reply = error_reply(client_id_of(raw), exc)
+        except Exception:
+            logger.exception("op %s failed inside the daemon", op)
+            reply = error_reply(client_id_of(raw), InternalError())
+        if op in MUTATING_OPS and isinstance(raw, dict) and reply["error" if not reply["ok"] else "result"] is not None:
+            self._remember((user, raw.get("id")), op, raw, reply)
+        return reply
+
+    def _call(self, identity: Any, op: str, message: Any) -> dict[str, Any]:
+        context = Context(self.core, identity)
+        try:
+            return HANDLERS[op](context, message.args)
+        except Refused as exc:
+            if exc.code == "forbidden":
+                logger.warning("forbidden: %s asked to %s", identity.name, op)
+                self.core.emit("access.refused", identity.name, op=op, reason=exc.message)
+            raise
+
+    # Retries with the same id.
+
+    @staticmethod
+    def _fingerprint(op: str, raw: dict[str, Any]) -> bytes:
+        return hashlib.sha256(encode([op, raw.get("args", {})])).digest()
+
+    def _remembered(self, key: tuple[str, Any], op: str, body: bytes, raw: dict[str, Any]) -> dict[str, Any] | None:
+        entry = self._dedupe.get(key)
+        if entry is None or time.monotonic() - entry.at > DEDUPE_WINDOW_S:
+            return None
+        if entry.fingerprint != self._fingerprint(op, raw):
+            raise Refused("duplicate_id", f"request id {key[1]!r} was already used for another call")
+        reply: dict[str, Any] = decode_reply(entry.reply)
+        return reply
+
+    def _remember(self, key: tuple[str, Any], op: str, raw: dict[str, Any], reply: dict[str, Any]) -> None:
+        if key[1] is None or key in self._dedupe:
+            return
+        self._dedupe[key] = _Remembered(self._fingerprint(op, raw), encode(reply), time.monotonic())
+        while len(self._dedupe) > DEDUPE_MAX:
+            self._dedupe.popitem(last=False)
+
+    # After each turn.
+
+    def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
+        self._replies.append((envelope, reply))
+
+    def _commit(self) -> None:
+        """Make the turn's records durable, then answer and publish: never the other way round."""
+        core = self.core
+        try:
+            core.journal.commit()
+        except OSError as exc:
+            logger.critical("journal write failed (%s); stopping: nothing unrecorded may be acknowledged", exc)
+            raise SystemExit(70) from exc
+        for envelope, reply in self._replies:
+            try:
+                self.router.send_multipart([*envelope, encode(reply)], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                logger.debug("reply dropped (%s)", exc)
+        self._replies.clear()
+        for topic, payload in core.outbox:
+            self.publisher.publish(topic, payload)
+        core.outbox.clear()
+
+    def _periodic(self) -> None:
+        self.publisher.heartbeat(self.core.ledger.seq)
+        now = time.monotonic()
+        if now >= self._next_snapshot:
+            self._reload_config()
+            self._next_snapshot = now + self.core.config.daemon.snapshot_interval_s
+            self._dedupe_expire()
+            self.core.ledger.forget_old()
+            if self._snapshot_writer().written_seq < self.core.ledger.seq:
+                self._snapshot_writer().start(self._snapshot())
+
+    def _dedupe_expire(self) -> None:
+        cutoff = time.monotonic() - DEDUPE_WINDOW_S
+        while self._dedupe and next(iter(self._dedupe.values())).at < cutoff:
+            self._dedupe.popitem(last=False)
+
+    def _snapshot_writer(self) -> SnapshotWriter:
+        if not hasattr(self, "_writer"):
+            self._writer = SnapshotWriter(self.home.snapshot)
+        return self._writer
+
+    def _snapshot(self) -> SnapshotData:
+        ledger = self.core.ledger
+        grants = {**ledger.ended_grants, **ledger.grants}
+        requests = {**ledger.decided_requests, **ledger.requests}
+        journal = self.core.journal
+        return SnapshotData(ledger.seq, journal.offset, journal.head, dict(ledger.lockdown), grants, requests)
+
+    def _reload_config(self, force: bool = False) -> None:
+        stamp = self._stamp()
+        if stamp == self._config_stamp and not force:
+            return
+        self._config_stamp = stamp
+        try:
+            config = load_config(self.home.config)
+        except ConfigError as exc:
+            logger.error("configuration changed but is invalid; keeping the previous one: %s", exc)
+            return
+        self.core.config = config
+        self.core.emit(
+            "config.reloaded", SYSTEM, identities=len(config.identities),
+            vendors=len(config.vendors), rules=len(config.rules),
+        )
+        logger.info("configuration reloaded: %d identities, %d vendors", len(config.identities), len(config.vendors))
+
+    # Stop.
+
+    def stop(self) -> None:
+        """Record the stop, sign a checkpoint, write a final snapshot, close everything."""
+        core = self.core
+        core.emit("daemon.stopped", SYSTEM, boot_id=core.boot_id)
+        core.checkpoint()
+        self._commit()
+        self._snapshot_writer().write_now(self._snapshot())
+        core.journal.close()
+        self.router.close(linger=0)
+        self.pub.close(linger=0)
+        self.zap.close()
+        for path in self._ipc_paths:
+            path.unlink(missing_ok=True)
+        logger.info("stopped at seq %d", core.ledger.seq)
+
+
+def decode_reply(data: bytes) -> dict[str, Any]:
+    """Decode a remembered reply."""
+    from keyturn.shared.codec import decode_record
+
+    reply: dict[str, Any] = decode_record(data)
+    return reply
+
+
+def _split(frames: list[zmq.Frame]) -> tuple[list[bytes], bytes | None]:
+    """Split ROUTER frames into the reply envelope and the one message frame."""
+    routing = frames[0].bytes
+    rest = frames[1:]
+    if len(rest) >= 2 and len(rest[0]) == 0:
+        envelope = [routing, b""]
+        rest = rest[1:]
+    else:
+        envelope = [routing]
+    if len(rest) != 1:
+        return envelope, None
+    return envelope, rest[0].bytes
