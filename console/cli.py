@@ -9,6 +9,7 @@ reported within five seconds.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 from keyturn.shared.client import Client, Subscriber
 from keyturn.shared.config import ConfigError
 from keyturn.shared.durations import format_duration, parse_duration
-from keyturn.shared.errors import Category, KeyturnError
+from keyturn.shared.errors import Category, KeyturnError, UsageError
 from keyturn.shared.keys import KeyFileError, default_home
 from keyturn.shared.times import rfc3339
 
@@ -42,9 +43,6 @@ _EXIT_BY_CATEGORY = {
     Category.INTERNAL: EXIT_REFUSED,
 }
 
-
-class UsageError(Exception):
-    """Bad usage or input found before anything was sent."""
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -503,7 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="is the daemon there, and how is it")
     _common(p)
     p.set_defaults(func=cmd_status)
+    for module in _PLUGINS:
+        importlib.import_module(module).register(sub)
     return parser
+
+
+_PLUGINS = (
+    "keyturn.console.cmd_audit",
+    "keyturn.console.cmd_vendors",
+    "keyturn.console.cmd_simulate",
+)
+"""Modules that add commands: each has ``register(subparsers)``."""
 
 
 def _checked_duration(text: str, flag: str) -> str:
@@ -520,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyturnError as exc:
         return _fail(wants_json, exc.code, exc.message, _EXIT_BY_CATEGORY[exc.category])
-    except (UsageError, ConfigError, KeyFileError) as exc:
+    except (ConfigError, KeyFileError) as exc:
         return _fail(wants_json, "usage", str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_OK

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from keyturn.shared.config import load_config
+from keyturn.shared.errors import UsageError
 from keyturn.shared.keys import Home, new_signing_key, write_curve_pair
 
 __all__ = ["STANDARD_IDENTITIES", "init_home"]
@@ -45,10 +46,8 @@ def init_home(root: Path, config: Path | None = None) -> list[str]:
         The identities made.
 
     Raises:
-        keyturn.console.cli.UsageError: the home exists, or the configuration is invalid.
+        UsageError: the home exists, or the configuration is invalid.
     """
-    from keyturn.console.cli import UsageError
-
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(
             f"{root} exists and is not empty; keyturn init never overwrites a home"

@@ -25,6 +25,7 @@ __all__ = [
     "KeyturnError",
     "Refused",
     "Unreachable",
+    "UsageError",
     "error_from_reply",
 ]
 
@@ -97,6 +98,13 @@ class BadInput(KeyturnError):
     """The request itself is wrong: fix the input and try again."""
 
     category = Category.BAD_INPUT
+
+
+class UsageError(BadInput):
+    """Bad usage caught on the client side, before anything was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("usage", message)
 
 
 class Refused(KeyturnError):

@@ -110,9 +110,9 @@ def _claims(token: str, keys: dict[str, Ed25519PublicKey]) -> TokenClaims:
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise TokenInvalid("not a keyturn token")
     try:
-        payload: Any = msgpack.unpackb(_unb64(parts[1]), raw=False, max_buffer_size=MAX_TOKEN_CHARS)
+        payload: Any = msgpack.unpackb(_unb64(parts[1]), raw=False)
         signature = _unb64(parts[2])
-    except (ValueError, binascii.Error, msgpack.ExtraData) as exc:
+    except (ValueError, TypeError, binascii.Error, msgpack.ExtraData) as exc:
         raise TokenInvalid("token is malformed") from exc
     claims = _parse_claims(payload)
     public = keys.get(claims.key_id)

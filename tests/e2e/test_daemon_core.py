@@ -1,0 +1,225 @@
+"""The daemon as scripts and operators use it: through the real CLI and client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import DaemonProcess, cli_json, run_cli
+
+from keyturn.shared.keys import Home, load_verify_keys
+from keyturn.shared.tokens import verify_token
+
+
+def _set_config(home: Path, old: str, new: str) -> None:
+    path = Home(home).config
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_auto_approved_grant(daemon: DaemonProcess) -> None:
+    """A request a rule approves comes back active, with an expiry and a valid token."""
+    before = time.time()
+    code, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "10m", "--reason", "INC-1", "--as", "braintree")
+    assert code == 0, out
+    assert out["state"] == "active"
+    assert out["request_id"].startswith("req_") and out["grant_id"].startswith("grt_")
+    assert out["expires_at"].endswith("Z")
+    claims = verify_token(out["token"], load_verify_keys(Home(daemon.home)), time.time())
+    assert claims.grant_id == out["grant_id"] and claims.scopes == ("payments:read",)
+    assert abs(claims.expires_at - (before + 600)) < 5
+
+
+def test_second_approver_approves_and_time_counts_from_approval(daemon: DaemonProcess) -> None:
+    """C-03: a reviewed request needs another approver; its grant lives ttl from approval."""
+    code, out = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "eval run", "--as", "oncall")
+    assert (code, out["state"]) == (0, "pending")
+    rid = out["request_id"]
+    code, refused = cli_json(daemon.home, "approve", rid, "--as", "oncall")
+    assert code == 1 and refused["error"]["code"] == "self_approval"
+    time.sleep(1.5)
+    approved_at = time.time()
+    code, result = cli_json(daemon.home, "approve", rid, "--as", "oncall2")
+    assert code == 0, result
+    with daemon.client() as client:
+        grant = client.get(rid)["grant"]
+        request = client.get(rid)["request"]
+    assert grant["approved_by"] == ["oncall2"]
+    assert grant["activated_at"] >= approved_at - 0.5
+    assert abs(grant["expires_at"] - grant["activated_at"] - 300) < 0.01
+    assert request["requested_at"] < request["decided_at"]
+
+
+def test_deny_then_approve_refused(daemon: DaemonProcess) -> None:
+    """A denied request stays denied and creates nothing."""
+    _, out = cli_json(daemon.home, "request", "braintree", "payments:refund", "--ttl", "10m", "--reason", "refund 77", "--as", "braintree")
+    rid = out["request_id"]
+    code, denied = cli_json(daemon.home, "deny", rid, "--reason", "not today", "--as", "oncall")
+    assert code == 0 and denied["request"]["state"] == "denied"
+    code, again = cli_json(daemon.home, "approve", rid, "--as", "oncall2")
+    assert code == 1 and again["error"]["code"] == "invalid_state"
+    code, listing = cli_json(daemon.home, "ls")
+    assert listing["grants"] == []
+
+
+def test_revoke_and_release(daemon: DaemonProcess) -> None:
+    """Revoke and release end a grant once; a vendor cannot release another's grant."""
+    _, a = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "5m", "--reason", "r", "--as", "braintree")
+    _, b = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
+    code, out = cli_json(daemon.home, "revoke", a["grant_id"], "--reason", "done", "--as", "oncall")
+    assert code == 0 and out["grant"]["state"] == "revoked"
+    code, out = cli_json(daemon.home, "revoke", a["grant_id"], "--as", "oncall")
+    assert code == 1 and out["error"]["code"] == "invalid_state"
+    code, out = cli_json(daemon.home, "release", b["grant_id"], "--as", "braintree")
+    assert code == 1 and out["error"]["code"] == "forbidden"
+    code, out = cli_json(daemon.home, "release", b["grant_id"], "--as", "sentry")
+    assert code == 0 and out["grant"]["state"] == "released"
+    with daemon.client() as client:
+        assert client.verify(a["token"])["valid"] is False
+        assert "revoked" in client.verify(a["token"])["reason"]
+
+
+def test_extend_capped_at_maximum(daemon: DaemonProcess) -> None:
+    """An extension stops at the maximum lifetime; past it, extend is refused."""
+    _, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "10m", "--reason", "r", "--as", "braintree")
+    code, ext = cli_json(daemon.home, "extend", out["grant_id"], "--by", "1h", "--as", "braintree")
+    assert code == 0 and ext["capped"] is True
+    with daemon.client() as client:
+        grant = client.get(out["grant_id"])["grant"]
+    assert abs(grant["expires_at"] - grant["activated_at"] - 900) < 0.01
+    code, again = cli_json(daemon.home, "extend", out["grant_id"], "--by", "1m", "--as", "braintree")
+    assert code == 1 and again["error"]["code"] == "duration_exceeds_max"
+    code, bad = cli_json(daemon.home, "extend", out["grant_id"], "--by", "0s", "--as", "braintree")
+    assert code == 2
+
+
+def test_pending_request_times_out(daemon: DaemonProcess) -> None:
+    """C-03: a request left pending expires on its own clock; approving it then creates nothing."""
+    _set_config(daemon.home, 'pending_ttl = "15m"', 'pending_ttl = "2s"')
+    time.sleep(0.3)
+    with daemon.client() as client:
+        client.status()  # the daemon notices the change on its next turn
+    _, out = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "r", "--as", "model-host")
+    assert out["state"] == "pending"
+    time.sleep(3.0)
+    code, again = cli_json(daemon.home, "approve", out["request_id"], "--as", "oncall")
+    assert code == 1 and again["error"]["code"] == "invalid_state"
+    with daemon.client() as client:
+        request = client.get(out["request_id"])["request"]
+    assert request["state"] == "expired"
+    assert "grant" not in client_get_safe(daemon, out["request_id"])
+
+
+def client_get_safe(daemon: DaemonProcess, object_id: str) -> dict[str, object]:
+    with daemon.client() as client:
+        return client.get(object_id)
+
+
+def test_lockdown_survives_restart(daemon: DaemonProcess) -> None:
+    """Lockdown revokes everything, refuses new requests, and is still on after a restart."""
+    _, grant = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "30m", "--reason", "r", "--as", "sentry")
+    _, pending = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "r", "--as", "model-host")
+    code, out = cli_json(daemon.home, "lockdown", "--reason", "breach", "--as", "oncall")
+    assert code == 0 and out["revoked"] == 1 and out["denied"] == 1
+    code, out = cli_json(daemon.home, "lockdown", "--reason", "again", "--as", "oncall")
+    assert code == 1 and out["error"]["code"] == "conflict"
+    daemon.restart()
+    code, out = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
+    assert code == 1 and out["error"]["code"] == "lockdown"
+    code, out = cli_json(daemon.home, "lift", "--as", "oncall")
+    assert code == 1 and out["error"]["code"] == "forbidden"
+    code, _ = cli_json(daemon.home, "lift", "--as", "admin")
+    assert code == 0
+    code, out = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
+    assert code == 0 and out["state"] == "active"
+    with daemon.client() as client:
+        assert client.get(grant["grant_id"])["grant"]["state"] == "revoked"
+        assert client.get(pending["request_id"])["request"]["state"] == "denied"
+
+
+def test_short_grant_expires_on_time_and_watch_sees_it(daemon: DaemonProcess) -> None:
+    """A 2 s grant is expired within 1 s of its deadline, and `keyturn watch` shows it."""
+    command = [sys.executable, "-m", "keyturn.console.cli", "watch", "--json", "--home", str(daemon.home)]
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the subscription is in place before the grant is made
+        _, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "2s", "--reason", "r", "--as", "braintree")
+        assert watch.stdout is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            event = json.loads(watch.stdout.readline())
+            if event["type"] == "grant.expired" and event["grant_id"] == out["grant_id"]:
+                seen = time.time()
+                break
+        else:
+            raise AssertionError("no grant.expired event within 10 s")
+        assert {"seq", "type", "at", "actor"} <= set(event)
+        expires = event["grant"]["expires_at"]
+        from keyturn.shared.times import parse_rfc3339
+
+        assert 0 <= seen - parse_rfc3339(expires) < 1.0
+        assert event["actor"] == "system"
+    finally:
+        watch.terminate()
+        watch.wait(5)
+        if watch.stdout is not None:
+            watch.stdout.close()
+
+
+def test_bad_input_gets_clear_errors(daemon: DaemonProcess) -> None:
+    """Bad usage exits 2, refusals exit 1, and nothing changes."""
+    with daemon.client() as client:
+        seq = client.status()["seq"]
+    cases = [
+        (["request", "nobody", "a:b", "--ttl", "5m", "--reason", "r"], 2, "unknown_vendor"),
+        (["request", "braintree", "payments:read", "--ttl", "0s", "--reason", "r"], 2, "bad_duration"),
+        (["request", "braintree", "payments:read", "--ttl", "soon", "--reason", "r"], 2, "bad_duration"),
+        (["request", "braintree", "Payments", "--ttl", "5m", "--reason", "r"], 2, "invalid_scope"),
+        (["request", "braintree", "email:send", "--ttl", "5m", "--reason", "r"], 1, "scope_not_allowed"),
+        (["approve", "req_000000000000"], 1, "not_found"),
+        (["revoke", "grt_000000000000"], 1, "not_found"),
+        (["request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "braintree"], 1, "forbidden"),
+    ]
+    for args, status, code in cases:
+        got, out = cli_json(daemon.home, *args)
+        assert (got, out["error"]["code"]) == (status, code), args
+    with daemon.client() as client:
+        after = client.status()
+    assert after["counts"] == {"active": 0, "revoking": 0, "pending": 0}
+    assert after["seq"] == seq + 1  # only the refusal of the forbidden request is recorded
+
+
+def test_unreachable_daemon_reported_quickly(home: Path) -> None:
+    """With no daemon, every command says so with exit 3 within 5 s."""
+    for args in (["status"], ["ls"], ["request", "sentry", "errors:read", "--ttl", "1m", "--reason", "r"]):
+        began = time.monotonic()
+        done = run_cli(home, *args)
+        assert done.returncode == 3, done.stderr
+        assert time.monotonic() - began < 5.0
+        assert "daemon" in done.stderr + done.stdout
+
+
+def test_invalid_config_stops_daemon_with_named_key(home: Path) -> None:
+    """A broken configuration stops the daemon at start, naming the file and key."""
+    _set_config(home, 'max_ttl = "30m"', 'max_ttl = "30 minutes"')
+    done = run_cli(home, "daemon")
+    assert done.returncode != 0
+    assert "keyturn.toml" in done.stderr and "max_ttl" in done.stderr
+
+
+def test_second_daemon_on_same_home_refused(daemon: DaemonProcess) -> None:
+    """Only one daemon runs on a home; the second names the first's pid."""
+    done = run_cli(daemon.home, "daemon")
+    assert done.returncode != 0
+    assert "another keyturn daemon" in done.stderr
+    assert daemon.proc is not None and str(daemon.proc.pid) in done.stderr
+
+
+def test_init_refuses_existing_home(home: Path) -> None:
+    """`keyturn init` never overwrites a home."""
+    done = run_cli(home, "init")
+    assert done.returncode == 2 and "never overwrites" in done.stderr
