@@ -462,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
         (["--reason"], {"default": ""}),
     )
     add(
+        "force",
+        "close a grant stuck in revoking without its provisioner (admin)",
+        lambda a: {"grant_id": a.grant_id, "reason": a.reason},
+        (["grant_id"], {}),
+        (["--reason"], {"required": True}),
+    )
+    add(
         "release",
         "give a grant back early",
         lambda a: {"grant_id": a.grant_id},

@@ -27,6 +27,7 @@ from keyturn.shared.model import (
 from keyturn.shared.tokens import issue_token, token_fingerprint
 from keyturn.daemon.journal import Journal
 from keyturn.daemon.ledger import Ledger
+from keyturn.daemon.provisioners import Outcome, Runner, retry_delay
 from keyturn.daemon.scheduler import Due, Scheduler
 
 __all__ = ["SYSTEM", "Core"]
@@ -61,6 +62,9 @@ class Core:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.boot_id = secrets.token_hex(8)
+        self.started_at = time.time()
+        self.runner: Runner | None = None
+        self._attempts: dict[str, int] = {}
 
     @property
     def signer(self) -> SigningKey:
@@ -101,6 +105,9 @@ class Core:
                 self.scheduler.add("grant", grant.grant_id, grant.expires_at)
         for request in self.ledger.requests.values():
             self.scheduler.add("request", request.request_id, request.expires_at)
+        for grant in self.ledger.grants.values():
+            if grant.state is GrantState.REVOKING:
+                self._undo(grant)
 
     # Making requests and grants.
 
@@ -141,6 +148,9 @@ class Core:
         self.emit("request.approved", actor, request=approved)
         self.emit("grant.active", actor, grant=grant, token_fp=self.token_fp(grant))
         self.scheduler.add("grant", grant_id, grant.expires_at)
+        provisioner = self._provisioner(grant)
+        if provisioner is not None and self.runner is not None:
+            self.runner.submit(provisioner, grant, "grant")
         logger.info(
             "op=activate grant=%s vendor=%s scopes=%s actor=%s expires_in=%ds",
             grant_id,
@@ -160,10 +170,25 @@ class Core:
         """The fingerprint of the grant's token, for the record."""
         return token_fingerprint(self.token(grant))
 
-    def end_grant(self, grant: Grant, state: GrantState, actor: str, reason: str, **fields: Any) -> Grant:
-        """End a live grant (expired, revoked or released) and record it."""
+    def end_grant(
+        self, grant: Grant, state: GrantState, actor: str, reason: str, **fields: Any
+    ) -> Grant:
+        """End a live grant (expired, revoked or released) and record it.
+
+        A grant whose vendor has a provisioner first becomes ``revoking``, and
+        takes its final state once the provisioner has undone the access.
+        """
         check_grant_transition(grant.state, state)
-        ended = replace(grant, state=state, ended_at=time.time(), ended_by=actor, end_reason=reason)
+        if grant.state is GrantState.ACTIVE and self._provisioner(grant) is not None:
+            revoking = replace(
+                grant, state=GrantState.REVOKING, ending=state.value, ended_by=actor, end_reason=reason
+            )
+            self.emit("grant.revoking", actor, grant=revoking, **fields)
+            self._undo(revoking)
+            return revoking
+        ended = replace(
+            grant, state=state, ended_at=time.time(), ended_by=actor, end_reason=reason, ending=""
+        )
         self.emit(f"grant.{state.value}", actor, grant=ended, **fields)
         logger.info(
             "op=%s grant=%s vendor=%s actor=%s reason=%s",
@@ -174,6 +199,51 @@ class Core:
             reason,
         )
         return ended
+
+    # Provisioners.
+
+    def _provisioner(self, grant: Grant) -> Any:
+        vendor = self.config.vendors.get(grant.vendor)
+        return vendor.provisioner if vendor is not None else None
+
+    def _undo(self, grant: Grant) -> None:
+        provisioner = self._provisioner(grant)
+        if provisioner is None or self.runner is None:
+            self.finish_revoking(grant, forced=False, detail="no provisioner configured now")
+            return
+        attempt = self._attempts.get(grant.grant_id, 0) + 1
+        self._attempts[grant.grant_id] = attempt
+        self.runner.submit(provisioner, grant, "revoke", attempt)
+
+    def finish_revoking(self, grant: Grant, *, forced: bool, detail: str, actor: str = SYSTEM) -> Grant:
+        """Give a ``revoking`` grant its final state, once undone (or force-closed)."""
+        self._attempts.pop(grant.grant_id, None)
+        target = GrantState(grant.ending or GrantState.REVOKED.value)
+        ended = replace(grant, state=target, ended_at=time.time(), ending="")
+        self.emit(f"grant.{target.value}", actor, grant=ended, forced=forced, detail=detail)
+        logger.info("op=%s grant=%s vendor=%s forced=%s", target.value, grant.grant_id, grant.vendor, forced)
+        return ended
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Take a provisioner run's outcome: finish, or record the failure and retry later."""
+        grant = self.ledger.grants.get(outcome.grant_id)
+        if outcome.action == "grant" or grant is None or grant.state is not GrantState.REVOKING:
+            if not outcome.ok:
+                self.emit("provisioner.failed", SYSTEM, grant_id=outcome.grant_id, action=outcome.action,
+                          detail=outcome.detail, attempt=outcome.attempt)
+                logger.error("provisioner %s of grant %s failed: %s", outcome.action, outcome.grant_id, outcome.detail)
+            return
+        if outcome.ok:
+            self.finish_revoking(grant, forced=False, detail="provisioner undid the access")
+            return
+        delay = retry_delay(outcome.attempt)
+        self.emit("provisioner.failed", SYSTEM, grant_id=grant.grant_id, action="revoke",
+                  detail=outcome.detail, attempt=outcome.attempt, retry_in_s=delay)
+        logger.error(
+            "revoking grant %s (%s) failed, try %d, again in %.0fs: %s",
+            grant.grant_id, grant.vendor, outcome.attempt, delay, outcome.detail,
+        )
+        self.scheduler.add("retry", grant.grant_id, time.time() + delay)
 
     def decide_request(
         self, request: Request, state: RequestState, actor: str, reason: str
@@ -212,6 +282,10 @@ class Core:
             if grant.expires_at != item.deadline:
                 return  # extended since; its new deadline has its own entry
             self.end_grant(grant, GrantState.EXPIRED, SYSTEM, "deadline reached", **extra)
+        elif item.kind == "retry":
+            grant = self.ledger.grants.get(item.object_id)
+            if grant is not None and grant.state is GrantState.REVOKING:
+                self._undo(grant)
         else:
             request = self.ledger.requests.get(item.object_id)
             if request is None or request.expires_at != item.deadline:

@@ -264,6 +264,24 @@ def op_extend(ctx: Context, args: Args) -> dict[str, Any]:
     return result
 
 
+def op_force(ctx: Context, args: Args) -> dict[str, Any]:
+    """Close a grant stuck in ``revoking`` without its provisioner: admins only, recorded as forced.
+
+    Args: ``grant_id``, ``reason``. Result: ``grant``.
+    Errors: ``forbidden``, ``not_found``, ``invalid_state`` (not revoking).
+    """
+    ctx.require("force-close a grant", Role.ADMIN)
+    reason = args.text("reason")
+    grant_id = args.text("grant_id")
+    grant = ctx.core.ledger.find_grant(grant_id)
+    if grant is None:
+        raise Refused("not_found", f"no grant {grant_id[:40]!r}")
+    if grant.state is not GrantState.REVOKING:
+        raise Refused("invalid_state", f"grant {grant_id} is {grant.state.value}, not revoking")
+    ended = ctx.core.finish_revoking(grant, forced=True, detail=reason, actor=ctx.name)
+    return {"grant": ended.to_wire()}
+
+
 def _visible(ctx: Context, vendor: str) -> bool:
     ident = ctx.identity
     return ident.role is not Role.REQUESTER or ident.vendor == vendor
@@ -410,6 +428,8 @@ def op_verify(ctx: Context, args: Args) -> dict[str, Any]:
     if grant is None:
         return {"valid": False, "reason": "no such grant is known to the daemon"}
     result: dict[str, Any] = {"grant": grant.to_wire()}
+    if grant.state is GrantState.REVOKING:
+        return {**result, "valid": False, "reason": "grant is being revoked"}
     if grant.state is not GrantState.ACTIVE:
         return {**result, "valid": False, "reason": f"grant was {grant.state.value}"}
     return {**result, "valid": True, "reason": "valid"}
@@ -430,10 +450,11 @@ HANDLERS: dict[str, Handler] = {
     "lockdown": op_lockdown,
     "lift": op_lift,
     "verify": op_verify,
+    "force": op_force,
 }
 """The op registry: the dispatcher looks ops up here."""
 
 MUTATING_OPS = frozenset(
-    {"request", "approve", "deny", "cancel", "revoke", "release", "extend", "lockdown", "lift"}
+    {"request", "approve", "deny", "cancel", "revoke", "release", "extend", "lockdown", "lift", "force"}
 )
 """Ops whose retries with the same id return the first result instead of acting twice."""

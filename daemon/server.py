@@ -33,6 +33,7 @@ from keyturn.daemon.core import SYSTEM, Core
 from keyturn.daemon.handlers import HANDLERS, MUTATING_OPS, Context
 from keyturn.daemon.journal import Journal, JournalDamaged
 from keyturn.daemon.ledger import Ledger
+from keyturn.daemon.provisioners import Runner
 from keyturn.daemon.publisher import Publisher
 from keyturn.daemon.snapshot import SnapshotData, SnapshotWriter, load_snapshot
 
@@ -82,6 +83,7 @@ class Daemon:
         self._config_stamp: tuple[int, int, int] | None = None
         self._next_snapshot = 0.0
         self._ipc_paths: list[Path] = []
+        self._keys_stamp = 0
 
     # Start.
 
@@ -98,10 +100,12 @@ class Daemon:
             signing = load_signing_keys(self.home)
         except KeyFileError as exc:
             raise StartupError(f"key material: {exc}") from exc
+        self._keys_stamp = self.home.signing.stat().st_mtime_ns
         journal = Journal(self.home.journal)
         ledger, cut = self._recover(journal)
         self.core = Core(config, journal, ledger, signing)
-        self.core.started_at = time.time()
+        self.runner = Runner()
+        self.core.runner = self.runner
         self._bind(public, secret)
         journal.open_for_append()
         self._after_recovery(cut)
@@ -232,6 +236,7 @@ class Daemon:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap.socket, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
+        poller.register(self.runner.wake, zmq.POLLIN)
         try:
             while not self.stopping:
                 ready = dict(poller.poll(self._timeout_ms()))
@@ -250,6 +255,9 @@ class Daemon:
                 pass
         if self.zap.socket in ready:
             self.zap.handle_ready()
+        if self.runner.wake in ready or self.runner.wake.fileno() in ready:
+            for outcome in self.runner.outcomes():
+                self.core.on_outcome(outcome)
         if self.router in ready:
             self._reload_config()
             self._serve_batch()
@@ -399,7 +407,26 @@ class Daemon:
         journal = self.core.journal
         return SnapshotData(ledger.seq, journal.offset, journal.head, dict(ledger.lockdown), grants, requests)
 
+    def _reload_keys(self) -> None:
+        try:
+            stamp = self.home.signing.stat().st_mtime_ns
+        except OSError:
+            return
+        if stamp == self._keys_stamp:
+            return
+        self._keys_stamp = stamp
+        try:
+            keys = load_signing_keys(self.home)
+        except KeyFileError as exc:
+            logger.error("signing keys changed but cannot be loaded; keeping the previous ones: %s", exc)
+            return
+        if keys[-1].key_id != self.core.signer.key_id:
+            self.core.signing_keys = keys
+            self.core.emit("keys.rotated", SYSTEM, kid=keys[-1].key_id, keys=len(keys))
+            logger.info("signing key rotated: new tokens are signed by %s", keys[-1].key_id)
+
     def _reload_config(self, force: bool = False) -> None:
+        self._reload_keys()
         stamp = self._stamp()
         if stamp == self._config_stamp and not force:
             return
@@ -426,6 +453,7 @@ class Daemon:
         self._commit()
         self._snapshot_writer().write_now(self._snapshot())
         core.journal.close()
+        self.runner.close()
         self.router.close(linger=0)
         self.pub.close(linger=0)
         self.zap.close()

@@ -23,6 +23,7 @@ __all__ = [
     "DaemonSettings",
     "Identity",
     "PolicySettings",
+    "Provisioner",
     "Rule",
     "RuleAction",
     "Vendor",
@@ -98,6 +99,18 @@ class Vendor:
     """Scope patterns the vendor may ever hold; empty means nothing."""
     default_ttl_s: int = 15 * 60
     max_ttl_s: int = 3600
+    provisioner: Provisioner | None = None
+    """What a grant of this vendor does outside keyturn; None: the token is the access."""
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    """A program run when a grant starts and when it ends (``[vendors.X.provisioner]``)."""
+
+    command: tuple[str, ...]
+    """The program and its arguments; the action (``grant`` or ``revoke``) is appended."""
+    timeout_s: int = 10
+    """A run that takes longer is killed and counts as failed."""
 
 
 @dataclass(frozen=True)
@@ -265,7 +278,7 @@ class _Loader:
 
     def vendor(self, vid: str, table: dict[str, Any]) -> Vendor:
         where = f"vendors.{vid}."
-        self.known(table, where, {"name", "purpose", "location", "sources", "scopes", "default_ttl", "max_ttl", "link"})
+        self.known(table, where, {"name", "purpose", "location", "sources", "scopes", "default_ttl", "max_ttl", "link", "provisioner"})
         if not vid or vid != vid.lower() or not all(c.isalnum() or c == "-" for c in vid):
             raise self.fail(f"vendors.{vid}", "a vendor id is lower-case letters, digits and '-'")
         vendor = Vendor(
@@ -277,10 +290,27 @@ class _Loader:
             scopes=self.patterns(table, "scopes", where, []),
             default_ttl_s=self.duration(table, "default_ttl", where, 15 * 60),
             max_ttl_s=self.duration(table, "max_ttl", where, 3600),
+            provisioner=self.provisioner(table, where),
         )
         if vendor.default_ttl_s > vendor.max_ttl_s:
             raise self.fail(where + "default_ttl", "is longer than max_ttl")
         return vendor
+
+    def provisioner(self, vendor: dict[str, Any], where: str) -> Provisioner | None:
+        if "provisioner" not in vendor:
+            return None
+        table = self.table(vendor, "provisioner", where)
+        where = where + "provisioner."
+        self.known(table, where, {"kind", "command", "timeout"})
+        kind = self.get(table, "kind", str, where, "command")
+        if kind == "token":
+            return None
+        if kind != "command":
+            raise self.fail(where + "kind", "must be 'token' or 'command'")
+        command = self.get(table, "command", list, where, [])
+        if not command or not all(isinstance(part, str) and part for part in command):
+            raise self.fail(where + "command", "must be a non-empty list of strings (program and arguments)")
+        return Provisioner(tuple(command), self.duration(table, "timeout", where, 10))
 
     def rules_list(self) -> list[Any]:
         value = self.raw.get("rules", [])

@@ -84,7 +84,7 @@ _GRANT_NEXT: dict[GrantState, frozenset[GrantState]] = {
     GrantState.ACTIVE: frozenset(
         {GrantState.REVOKING, GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}
     ),
-    GrantState.REVOKING: frozenset({GrantState.REVOKED}),
+    GrantState.REVOKING: frozenset({GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}),
 }
 
 
@@ -218,6 +218,8 @@ class Grant:
     ended_at: float = 0.0
     ended_by: str = ""
     end_reason: str = ""
+    ending: str = ""
+    """While ``revoking``: the state the grant takes once its provisioner has undone it."""
 
     @property
     def is_live(self) -> bool:

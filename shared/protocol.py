@@ -41,6 +41,7 @@ OPS = (
     "lockdown",
     "lift",
     "verify",
+    "force",
 )
 """Every op of the API, in the order of ARCHITECTURE.md."""
 
