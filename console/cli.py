@@ -44,7 +44,6 @@ _EXIT_BY_CATEGORY = {
 }
 
 
-
 def _home(args: argparse.Namespace) -> Path:
     return Path(args.home) if args.home else default_home()
 
@@ -216,7 +215,8 @@ def _print_human(op: str, result: dict[str, Any]) -> None:
         )
     elif op == "lockdown":
         print(
-            f"lockdown engaged: {result['revoked']} grants revoked, {result['denied']} requests denied"
+            f"lockdown engaged: {result['revoked']} grants revoked, "
+            f"{result['denied']} requests denied"
         )
     elif op == "lift":
         print("lockdown lifted")
@@ -240,12 +240,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print(f"{'GRANT':<17} {'VENDOR':<22} {'STATE':<9} {'LEFT':>8}  SCOPES")
     for g in grants:
         print(
-            f"{g['grant_id']:<17} {g['vendor']:<22} {g['state']:<9} {format_duration(g['remaining_s']):>8}  {' '.join(g['scopes'])}"
+            f"{g['grant_id']:<17} {g['vendor']:<22} {g['state']:<9} "
+            f"{format_duration(g['remaining_s']):>8}  {' '.join(g['scopes'])}"
         )
     print(f"\n{'REQUEST':<17} {'VENDOR':<22} {'STATE':<9} {'BY':<12} SCOPES")
     for r in requests:
         print(
-            f"{r['request_id']:<17} {r['vendor']:<22} {r['state']:<9} {r['requested_by']:<12} {' '.join(r['scopes'])}"
+            f"{r['request_id']:<17} {r['vendor']:<22} {r['state']:<9} "
+            f"{r['requested_by']:<12} {' '.join(r['scopes'])}"
         )
     return EXIT_OK
 

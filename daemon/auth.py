@@ -38,7 +38,11 @@ class ZapHandler:
         identities: Returns the identities by Z85 public key, as configured now.
     """
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], identities: Callable[[], dict[str, Identity]]) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        identities: Callable[[], dict[str, Identity]],
+    ) -> None:
         self._identities = identities
         self.socket = context.socket(zmq.REP)
         self.socket.linger = 0
@@ -59,17 +63,31 @@ class ZapHandler:
             return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
         version, request_id, _domain, address, _routing, mechanism = frames[:6]
         credentials = frames[6:]
-        if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != _CURVE_KEY_BYTES:
-            logger.warning("refused a %s handshake from %s: CurveZMQ is required", mechanism.decode(errors="replace"), address.decode(errors="replace") or "local")
+        if (
+            mechanism != b"CURVE"
+            or len(credentials) != 1
+            or len(credentials[0]) != _CURVE_KEY_BYTES
+        ):
+            logger.warning(
+                "refused a %s handshake from %s: CurveZMQ is required",
+                mechanism.decode(errors="replace"),
+                address.decode(errors="replace") or "local",
+            )
             self.refused += 1
             return [version, request_id, b"400", b"CURVE required", b"", b""]
         key = z85.encode(credentials[0]).decode("ascii")
         identity = self._identities().get(key)
         if identity is None:
-            logger.warning("refused an unknown key %s at the handshake (%s)", fingerprint(key), address.decode(errors="replace") or "local")
+            logger.warning(
+                "refused an unknown key %s at the handshake (%s)",
+                fingerprint(key),
+                address.decode(errors="replace") or "local",
+            )
             self.refused += 1
             return [version, request_id, b"400", b"unknown key", b"", b""]
-        logger.debug("accepted %s (%s) at the handshake", identity.name, fingerprint(key))
+        logger.debug(
+            "accepted %s (%s) at the handshake", identity.name, fingerprint(key)
+        )
         return [version, request_id, b"200", b"OK", key.encode("ascii"), b""]
 
     def close(self) -> None:

@@ -14,6 +14,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from keyturn.daemon.journal import Journal
+from keyturn.daemon.ledger import Ledger
+from keyturn.daemon.provisioners import Outcome, Runner, retry_delay
+from keyturn.daemon.scheduler import Due, Scheduler
 from keyturn.shared.config import Config
 from keyturn.shared.keys import SigningKey
 from keyturn.shared.model import (
@@ -25,10 +29,6 @@ from keyturn.shared.model import (
     check_request_transition,
 )
 from keyturn.shared.tokens import issue_token, token_fingerprint
-from keyturn.daemon.journal import Journal
-from keyturn.daemon.ledger import Ledger
-from keyturn.daemon.provisioners import Outcome, Runner, retry_delay
-from keyturn.daemon.scheduler import Due, Scheduler
 
 __all__ = ["SYSTEM", "Core"]
 
@@ -51,7 +51,11 @@ class Core:
     """
 
     def __init__(
-        self, config: Config, journal: Journal, ledger: Ledger, signing_keys: list[SigningKey]
+        self,
+        config: Config,
+        journal: Journal,
+        ledger: Ledger,
+        signing_keys: list[SigningKey],
     ) -> None:
         self.config = config
         self.journal = journal
@@ -121,7 +125,9 @@ class Core:
             ):
                 return candidate
 
-    def activate(self, request: Request, approved_by: tuple[str, ...], actor: str) -> Grant:
+    def activate(
+        self, request: Request, approved_by: tuple[str, ...], actor: str
+    ) -> Grant:
         """Approve a request and make its grant, both recorded; the grant's time starts now."""
         now = time.time()
         grant_id = self.new_id("grt")
@@ -163,7 +169,9 @@ class Core:
 
     def token(self, grant: Grant) -> str:
         """The grant's token, signed again (signatures are deterministic, nothing is stored)."""
-        key = next((k for k in self.signing_keys if k.key_id == grant.key_id), self.signer)
+        key = next(
+            (k for k in self.signing_keys if k.key_id == grant.key_id), self.signer
+        )
         return issue_token(grant, key)
 
     def token_fp(self, grant: Grant) -> str:
@@ -181,13 +189,22 @@ class Core:
         check_grant_transition(grant.state, state)
         if grant.state is GrantState.ACTIVE and self._provisioner(grant) is not None:
             revoking = replace(
-                grant, state=GrantState.REVOKING, ending=state.value, ended_by=actor, end_reason=reason
+                grant,
+                state=GrantState.REVOKING,
+                ending=state.value,
+                ended_by=actor,
+                end_reason=reason,
             )
             self.emit("grant.revoking", actor, grant=revoking, **fields)
             self._undo(revoking)
             return revoking
         ended = replace(
-            grant, state=state, ended_at=time.time(), ended_by=actor, end_reason=reason, ending=""
+            grant,
+            state=state,
+            ended_at=time.time(),
+            ended_by=actor,
+            end_reason=reason,
+            ending="",
         )
         self.emit(f"grant.{state.value}", actor, grant=ended, **fields)
         logger.info(
@@ -209,39 +226,79 @@ class Core:
     def _undo(self, grant: Grant) -> None:
         provisioner = self._provisioner(grant)
         if provisioner is None or self.runner is None:
-            self.finish_revoking(grant, forced=False, detail="no provisioner configured now")
+            self.finish_revoking(
+                grant, forced=False, detail="no provisioner configured now"
+            )
             return
         attempt = self._attempts.get(grant.grant_id, 0) + 1
         self._attempts[grant.grant_id] = attempt
         self.runner.submit(provisioner, grant, "revoke", attempt)
 
-    def finish_revoking(self, grant: Grant, *, forced: bool, detail: str, actor: str = SYSTEM) -> Grant:
+    def finish_revoking(
+        self, grant: Grant, *, forced: bool, detail: str, actor: str = SYSTEM
+    ) -> Grant:
         """Give a ``revoking`` grant its final state, once undone (or force-closed)."""
         self._attempts.pop(grant.grant_id, None)
         target = GrantState(grant.ending or GrantState.REVOKED.value)
         ended = replace(grant, state=target, ended_at=time.time(), ending="")
-        self.emit(f"grant.{target.value}", actor, grant=ended, forced=forced, detail=detail)
-        logger.info("op=%s grant=%s vendor=%s forced=%s", target.value, grant.grant_id, grant.vendor, forced)
+        self.emit(
+            f"grant.{target.value}", actor, grant=ended, forced=forced, detail=detail
+        )
+        logger.info(
+            "op=%s grant=%s vendor=%s forced=%s",
+            target.value,
+            grant.grant_id,
+            grant.vendor,
+            forced,
+        )
         return ended
 
     def on_outcome(self, outcome: Outcome) -> None:
         """Take a provisioner run's outcome: finish, or record the failure and retry later."""
         grant = self.ledger.grants.get(outcome.grant_id)
-        if outcome.action == "grant" or grant is None or grant.state is not GrantState.REVOKING:
+        if (
+            outcome.action == "grant"
+            or grant is None
+            or grant.state is not GrantState.REVOKING
+        ):
             if not outcome.ok:
-                self.emit("provisioner.failed", SYSTEM, grant_id=outcome.grant_id, action=outcome.action,
-                          detail=outcome.detail, attempt=outcome.attempt)
-                logger.error("provisioner %s of grant %s failed: %s", outcome.action, outcome.grant_id, outcome.detail)
+                self.emit(
+                    "provisioner.failed",
+                    SYSTEM,
+                    grant_id=outcome.grant_id,
+                    action=outcome.action,
+                    detail=outcome.detail,
+                    attempt=outcome.attempt,
+                )
+                logger.error(
+                    "provisioner %s of grant %s failed: %s",
+                    outcome.action,
+                    outcome.grant_id,
+                    outcome.detail,
+                )
             return
         if outcome.ok:
-            self.finish_revoking(grant, forced=False, detail="provisioner undid the access")
+            self.finish_revoking(
+                grant, forced=False, detail="provisioner undid the access"
+            )
             return
         delay = retry_delay(outcome.attempt)
-        self.emit("provisioner.failed", SYSTEM, grant_id=grant.grant_id, action="revoke",
-                  detail=outcome.detail, attempt=outcome.attempt, retry_in_s=delay)
+        self.emit(
+            "provisioner.failed",
+            SYSTEM,
+            grant_id=grant.grant_id,
+            action="revoke",
+            detail=outcome.detail,
+            attempt=outcome.attempt,
+            retry_in_s=delay,
+        )
         logger.error(
             "revoking grant %s (%s) failed, try %d, again in %.0fs: %s",
-            grant.grant_id, grant.vendor, outcome.attempt, delay, outcome.detail,
+            grant.grant_id,
+            grant.vendor,
+            outcome.attempt,
+            delay,
+            outcome.detail,
         )
         self.scheduler.add("retry", grant.grant_id, time.time() + delay)
 
@@ -251,7 +308,11 @@ class Core:
         """Close a pending request without a grant (denied, cancelled, expired) and record it."""
         check_request_transition(request.state, state)
         decided = replace(
-            request, state=state, decided_by=actor, decided_at=time.time(), decision_reason=reason
+            request,
+            state=state,
+            decided_by=actor,
+            decided_at=time.time(),
+            decision_reason=reason,
         )
         self.emit(f"request.{state.value}", actor, request=decided)
         logger.info(
@@ -274,14 +335,20 @@ class Core:
         return len(due)
 
     def _expire(self, item: Due, *, noticed: float, while_down: bool) -> None:
-        extra = {"deadline": item.deadline, "noticed_at": noticed, "while_down": while_down}
+        extra = {
+            "deadline": item.deadline,
+            "noticed_at": noticed,
+            "while_down": while_down,
+        }
         if item.kind == "grant":
             grant = self.ledger.grants.get(item.object_id)
             if grant is None or grant.state is not GrantState.ACTIVE:
                 return
             if grant.expires_at != item.deadline:
                 return  # extended since; its new deadline has its own entry
-            self.end_grant(grant, GrantState.EXPIRED, SYSTEM, "deadline reached", **extra)
+            self.end_grant(
+                grant, GrantState.EXPIRED, SYSTEM, "deadline reached", **extra
+            )
         elif item.kind == "retry":
             grant = self.ledger.grants.get(item.object_id)
             if grant is not None and grant.state is GrantState.REVOKING:
@@ -290,7 +357,9 @@ class Core:
             request = self.ledger.requests.get(item.object_id)
             if request is None or request.expires_at != item.deadline:
                 return
-            self.decide_request(request, RequestState.EXPIRED, SYSTEM, "no decision in time")
+            self.decide_request(
+                request, RequestState.EXPIRED, SYSTEM, "no decision in time"
+            )
 
     def expire_missed(self) -> int:
         """At start, expire what passed its deadline while the daemon was down."""
@@ -298,12 +367,18 @@ class Core:
         count = 0
         for grant in list(self.ledger.grants.values()):
             if grant.state is GrantState.ACTIVE and grant.expires_at <= now:
-                self._expire(Due("grant", grant.grant_id, grant.expires_at), noticed=now, while_down=True)
+                self._expire(
+                    Due("grant", grant.grant_id, grant.expires_at),
+                    noticed=now,
+                    while_down=True,
+                )
                 count += 1
         for request in list(self.ledger.requests.values()):
             if request.expires_at <= now:
                 self._expire(
-                    Due("request", request.request_id, request.expires_at), noticed=now, while_down=True
+                    Due("request", request.request_id, request.expires_at),
+                    noticed=now,
+                    while_down=True,
                 )
                 count += 1
         return count
@@ -324,7 +399,13 @@ class Core:
         seq = self.journal.last_seq + 1
         head = self.journal.head
         signature = self.signer.private.sign(checkpoint_message(seq, head))
-        self.emit("audit.checkpoint", SYSTEM, upto=seq - 1, kid=self.signer.key_id, sig=signature)
+        self.emit(
+            "audit.checkpoint",
+            SYSTEM,
+            upto=seq - 1,
+            kid=self.signer.key_id,
+            sig=signature,
+        )
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from keyturn.daemon.core import POLICY, Core
+from keyturn.daemon.policy import check_request, decide
 from keyturn.shared import __version__
 from keyturn.shared.config import Identity
 from keyturn.shared.durations import format_duration, parse_duration
@@ -20,8 +22,6 @@ from keyturn.shared.errors import BadInput, Refused
 from keyturn.shared.model import Grant, GrantState, Request, RequestState, Role
 from keyturn.shared.protocol import Args
 from keyturn.shared.tokens import TokenInvalid, verify_token
-from keyturn.daemon.core import POLICY, Core
-from keyturn.daemon.policy import check_request, decide
 
 __all__ = ["HANDLERS", "MUTATING_OPS", "Context"]
 
@@ -43,14 +43,16 @@ class Context:
         """Refuse the op unless the caller has one of the roles."""
         if self.identity.role not in roles:
             raise Refused(
-                "forbidden", f"identity {self.name!r} ({self.identity.role.value}) may not {op}"
+                "forbidden",
+                f"identity {self.name!r} ({self.identity.role.value}) may not {op}",
             )
 
     def require_vendor(self, op: str, vendor: str) -> None:
         """A requester acts only for its own vendor."""
         if self.identity.role is Role.REQUESTER and self.identity.vendor != vendor:
             raise Refused(
-                "forbidden", f"identity {self.name!r} may {op} only for vendor {self.identity.vendor!r}"
+                "forbidden",
+                f"identity {self.name!r} may {op} only for vendor {self.identity.vendor!r}",
             )
 
 
@@ -63,9 +65,13 @@ def _pending(ctx: Context, args: Args) -> Request:
     if request is None:
         raise Refused("not_found", f"no request {request_id[:40]!r}")
     if request.state is not RequestState.PENDING:
-        raise Refused("invalid_state", f"request {request_id} is already {request.state.value}")
+        raise Refused(
+            "invalid_state", f"request {request_id} is already {request.state.value}"
+        )
     if request.expires_at <= time.time():
-        raise Refused("expired", f"request {request_id} timed out waiting for a decision")
+        raise Refused(
+            "expired", f"request {request_id} timed out waiting for a decision"
+        )
     return request
 
 
@@ -75,14 +81,19 @@ def _live_grant(ctx: Context, args: Args) -> Grant:
     if grant is None:
         raise Refused("not_found", f"no grant {grant_id[:40]!r}")
     if grant.state is not GrantState.ACTIVE:
-        raise Refused("invalid_state", f"grant {grant_id} is already {grant.state.value}")
+        raise Refused(
+            "invalid_state", f"grant {grant_id} is already {grant.state.value}"
+        )
     return grant
 
 
 def _refuse_in_lockdown(ctx: Context, what: str) -> None:
     lockdown = ctx.core.ledger.lockdown
     if lockdown["engaged"]:
-        raise Refused("lockdown", f"lockdown is engaged ({lockdown['reason']}); no {what} until it is lifted")
+        raise Refused(
+            "lockdown",
+            f"lockdown is engaged ({lockdown['reason']}); no {what} until it is lifted",
+        )
 
 
 def _owns(ctx: Context, grant: Grant) -> bool:
@@ -113,7 +124,9 @@ def op_request(ctx: Context, args: Args) -> dict[str, Any]:
     reason = args.text("reason")
     ticket = args.text("ticket", required=False)
     config = ctx.core.config
-    default = config.vendors[vendor_id].default_ttl_s if vendor_id in config.vendors else 0
+    default = (
+        config.vendors[vendor_id].default_ttl_s if vendor_id in config.vendors else 0
+    )
     raw_ttl = args.raw("ttl")
     ttl_s = parse_duration(raw_ttl, what="ttl") if raw_ttl is not None else default
     vendor, clean = check_request(config, vendor_id, scopes, ttl_s or 1)
@@ -135,7 +148,9 @@ def op_request(ctx: Context, args: Args) -> dict[str, Any]:
         cap_s=decision.cap_s,
     )
     if decision.action == "deny":
-        denied = ctx.core.decide_request(request, RequestState.DENIED, POLICY, f"rule {decision.rule}")
+        denied = ctx.core.decide_request(
+            request, RequestState.DENIED, POLICY, f"rule {decision.rule}"
+        )
         raise Refused(
             "policy_denied", f"denied by policy rule {decision.rule!r}"
         ).with_details(request_id=denied.request_id, rule=decision.rule)
@@ -143,7 +158,11 @@ def op_request(ctx: Context, args: Args) -> dict[str, Any]:
         grant = ctx.core.activate(request, (POLICY,), POLICY)
         approved = ctx.core.ledger.find_request(request.request_id)
         assert approved is not None
-        return {"request": approved.to_wire(), "grant": grant.to_wire(), "token": ctx.core.token(grant)}
+        return {
+            "request": approved.to_wire(),
+            "grant": grant.to_wire(),
+            "token": ctx.core.token(grant),
+        }
     ctx.core.emit("request.created", ctx.name, request=request, rule=decision.rule)
     ctx.core.scheduler.add("request", request.request_id, request.expires_at)
     return {"request": request.to_wire()}
@@ -163,9 +182,14 @@ def op_approve(ctx: Context, args: Args) -> dict[str, Any]:
     ctx.require("approve", *_DECIDERS)
     request = _pending(ctx, args)
     if request.requested_by == ctx.name:
-        raise Refused("self_approval", f"{ctx.name} made request {request.request_id} and may not approve it")
+        raise Refused(
+            "self_approval",
+            f"{ctx.name} made request {request.request_id} and may not approve it",
+        )
     if ctx.name in request.approvals:
-        raise Refused("conflict", f"{ctx.name} already approved request {request.request_id}")
+        raise Refused(
+            "conflict", f"{ctx.name} already approved request {request.request_id}"
+        )
     _refuse_in_lockdown(ctx, "approvals")
     approvals = (*request.approvals, ctx.name)
     if len(approvals) < request.approvals_needed:
@@ -200,8 +224,13 @@ def op_cancel(ctx: Context, args: Args) -> dict[str, Any]:
     """
     request = _pending(ctx, args)
     if request.requested_by != ctx.name and ctx.identity.role is not Role.ADMIN:
-        raise Refused("forbidden", f"only {request.requested_by} or an admin may cancel {request.request_id}")
-    cancelled = ctx.core.decide_request(request, RequestState.CANCELLED, ctx.name, "cancelled")
+        raise Refused(
+            "forbidden",
+            f"only {request.requested_by} or an admin may cancel {request.request_id}",
+        )
+    cancelled = ctx.core.decide_request(
+        request, RequestState.CANCELLED, ctx.name, "cancelled"
+    )
     return {"request": cancelled.to_wire()}
 
 
@@ -226,7 +255,9 @@ def op_release(ctx: Context, args: Args) -> dict[str, Any]:
     """
     grant = _live_grant(ctx, args)
     if not _owns(ctx, grant) and ctx.identity.role is not Role.ADMIN:
-        raise Refused("forbidden", f"identity {ctx.name!r} may not release grant {grant.grant_id}")
+        raise Refused(
+            "forbidden", f"identity {ctx.name!r} may not release grant {grant.grant_id}"
+        )
     ended = ctx.core.end_grant(grant, GrantState.RELEASED, ctx.name, "released")
     return {"grant": ended.to_wire()}
 
@@ -245,20 +276,32 @@ def op_extend(ctx: Context, args: Args) -> dict[str, Any]:
     by_s = parse_duration(args.raw("by"), what="by")
     grant = _live_grant(ctx, args)
     if not _owns(ctx, grant) and ctx.identity.role not in _DECIDERS:
-        raise Refused("forbidden", f"identity {ctx.name!r} may not extend grant {grant.grant_id}")
+        raise Refused(
+            "forbidden", f"identity {ctx.name!r} may not extend grant {grant.grant_id}"
+        )
     _refuse_in_lockdown(ctx, "extensions")
     target = grant.expires_at + by_s
     new_expiry = min(target, grant.max_expires_at)
     if new_expiry <= grant.expires_at:
         limit = format_duration(grant.max_expires_at - grant.activated_at)
-        raise Refused("duration_exceeds_max", f"grant {grant.grant_id} is at its maximum of {limit}")
+        raise Refused(
+            "duration_exceeds_max",
+            f"grant {grant.grant_id} is at its maximum of {limit}",
+        )
     extended = replace(grant, expires_at=new_expiry)
     ctx.core.emit(
-        "grant.extended", ctx.name, grant=extended, previous_expires_at=grant.expires_at,
-        capped=new_expiry < target, token_fp=ctx.core.token_fp(extended),
+        "grant.extended",
+        ctx.name,
+        grant=extended,
+        previous_expires_at=grant.expires_at,
+        capped=new_expiry < target,
+        token_fp=ctx.core.token_fp(extended),
     )
     ctx.core.scheduler.add("grant", grant.grant_id, new_expiry)
-    result: dict[str, Any] = {"grant": extended.to_wire(), "capped": new_expiry < target}
+    result: dict[str, Any] = {
+        "grant": extended.to_wire(),
+        "capped": new_expiry < target,
+    }
     if _owns(ctx, grant):
         result["token"] = ctx.core.token(extended)
     return result
@@ -277,7 +320,9 @@ def op_force(ctx: Context, args: Args) -> dict[str, Any]:
     if grant is None:
         raise Refused("not_found", f"no grant {grant_id[:40]!r}")
     if grant.state is not GrantState.REVOKING:
-        raise Refused("invalid_state", f"grant {grant_id} is {grant.state.value}, not revoking")
+        raise Refused(
+            "invalid_state", f"grant {grant_id} is {grant.state.value}, not revoking"
+        )
     ended = ctx.core.finish_revoking(grant, forced=True, detail=reason, actor=ctx.name)
     return {"grant": ended.to_wire()}
 
@@ -302,8 +347,16 @@ def op_list(ctx: Context, args: Args) -> dict[str, Any]:
     if everything:
         grants += list(ledger.ended_grants.values())
         requests += list(ledger.decided_requests.values())
-    keep = [g.to_wire() for g in grants if (not vendor or g.vendor == vendor) and _visible(ctx, g.vendor)]
-    keep_r = [r.to_wire() for r in requests if (not vendor or r.vendor == vendor) and _visible(ctx, r.vendor)]
+    keep = [
+        g.to_wire()
+        for g in grants
+        if (not vendor or g.vendor == vendor) and _visible(ctx, g.vendor)
+    ]
+    keep_r = [
+        r.to_wire()
+        for r in requests
+        if (not vendor or r.vendor == vendor) and _visible(ctx, r.vendor)
+    ]
     return {"grants": keep, "requests": keep_r, "now": time.time()}
 
 
@@ -344,8 +397,12 @@ def op_snapshot(ctx: Context, args: Args) -> dict[str, Any]:
         "seq": ledger.seq,
         "boot_id": ctx.core.boot_id,
         "lockdown": dict(ledger.lockdown),
-        "grants": [g.to_wire() for g in ledger.grants.values() if _visible(ctx, g.vendor)],
-        "requests": [r.to_wire() for r in ledger.requests.values() if _visible(ctx, r.vendor)],
+        "grants": [
+            g.to_wire() for g in ledger.grants.values() if _visible(ctx, g.vendor)
+        ],
+        "requests": [
+            r.to_wire() for r in ledger.requests.values() if _visible(ctx, r.vendor)
+        ],
         "now": time.time(),
     }
 
@@ -391,9 +448,15 @@ def op_lockdown(ctx: Context, args: Args) -> dict[str, Any]:
             revoked += 1
     denied = 0
     for request in list(core.ledger.requests.values()):
-        core.decide_request(request, RequestState.DENIED, ctx.name, f"lockdown: {reason}")
+        core.decide_request(
+            request, RequestState.DENIED, ctx.name, f"lockdown: {reason}"
+        )
         denied += 1
-    return {"revoked": revoked, "denied": denied, "lockdown": dict(core.ledger.lockdown)}
+    return {
+        "revoked": revoked,
+        "denied": denied,
+        "lockdown": dict(core.ledger.lockdown),
+    }
 
 
 def op_lift(ctx: Context, args: Args) -> dict[str, Any]:
@@ -455,6 +518,17 @@ HANDLERS: dict[str, Handler] = {
 """The op registry: the dispatcher looks ops up here."""
 
 MUTATING_OPS = frozenset(
-    {"request", "approve", "deny", "cancel", "revoke", "release", "extend", "lockdown", "lift", "force"}
+    {
+        "request",
+        "approve",
+        "deny",
+        "cancel",
+        "revoke",
+        "release",
+        "extend",
+        "lockdown",
+        "lift",
+        "force",
+    }
 )
 """Ops whose retries with the same id return the first result instead of acting twice."""

@@ -13,6 +13,7 @@ Records are appended to a buffer as they are made and written with one
 from __future__ import annotations
 
 import hashlib
+import mmap
 import logging
 import os
 import struct
@@ -53,7 +54,9 @@ class JournalDamaged(Exception):
         offset: Its byte offset in the file.
     """
 
-    def __init__(self, message: str, *, seq: int | None = None, offset: int = 0) -> None:
+    def __init__(
+        self, message: str, *, seq: int | None = None, offset: int = 0
+    ) -> None:
         super().__init__(message)
         self.seq = seq
         self.offset = offset
@@ -80,8 +83,10 @@ class ScanResult:
     torn_reason: str = ""
 
 
-def iter_frames(data: bytes | memoryview, start: int) -> Iterator[tuple[int, int, bytes | None]]:
-    """Yield (offset, end, payload) for each frame; payload None for a frame that runs past the end."""
+def iter_frames(
+    data: bytes | memoryview | mmap.mmap, start: int
+) -> Iterator[tuple[int, int, bytes | None]]:
+    """Yield (offset, end, payload) per frame; payload is None for one that runs past the end."""
     size = len(data)
     offset = start
     while offset < size:
@@ -166,7 +171,9 @@ class Journal:
         self._pending: list[bytes] = []
         self._file: BinaryIO | None = None
 
-    def read(self, start: int = 0, head: bytes = GENESIS, last_seq: int = 0) -> ScanResult:
+    def read(
+        self, start: int = 0, head: bytes = GENESIS, last_seq: int = 0
+    ) -> ScanResult:
         """Read the records after a known point (the snapshot's) and cut a torn tail.
 
         Raises:
@@ -176,7 +183,9 @@ class Journal:
         begin = max(start, len(MAGIC))
         with open(self.path, "rb") as handle:
             if handle.read(len(MAGIC)) != MAGIC:
-                raise JournalDamaged(f"{self.path} is not a keyturn journal (bad magic)")
+                raise JournalDamaged(
+                    f"{self.path} is not a keyturn journal (bad magic)"
+                )
             size = os.fstat(handle.fileno()).st_size
             if begin > size:
                 raise JournalDamaged(
@@ -188,7 +197,11 @@ class Journal:
         result = scan(data, 0, head, last_seq, base=begin)
         if result.torn_bytes:
             self._cut(result.end_offset)
-        self.head, self.last_seq, self.offset = result.head, result.last_seq, result.end_offset
+        self.head, self.last_seq, self.offset = (
+            result.head,
+            result.last_seq,
+            result.end_offset,
+        )
         return result
 
     def _ensure_file(self) -> None:

@@ -76,7 +76,9 @@ class Ledger:
         elif kind == "lockdown.lifted":
             self.lockdown = dict(_NO_LOCKDOWN)
 
-    def apply_live(self, record: dict[str, Any], request: Request | None, grant: Grant | None) -> None:
+    def apply_live(
+        self, record: dict[str, Any], request: Request | None, grant: Grant | None
+    ) -> None:
         """Apply a record made just now, reusing its objects instead of rebuilding them."""
         self.seq = record["seq"]
         if request is not None:
@@ -84,7 +86,9 @@ class Ledger:
         if grant is not None:
             self._put_grant(grant)
         if record["type"] in ("lockdown.engaged", "lockdown.lifted"):
-            self.apply({k: v for k, v in record.items() if k not in ("request", "grant")})
+            self.apply(
+                {k: v for k, v in record.items() if k not in ("request", "grant")}
+            )
 
     def _put_request(self, request: Request) -> None:
         if request.state is RequestState.PENDING:

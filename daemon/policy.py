@@ -55,7 +55,8 @@ def check_request(
     for scope in clean:
         if not any(scope_matches(pattern, scope) for pattern in vendor.scopes):
             raise Refused(
-                "scope_not_allowed", f"vendor {vendor.id!r} may not hold scope {scope!r}"
+                "scope_not_allowed",
+                f"vendor {vendor.id!r} may not hold scope {scope!r}",
             )
     limit = min(vendor.max_ttl_s, config.policy.max_ttl_s)
     if ttl_s > limit:
@@ -67,7 +68,9 @@ def check_request(
     return vendor, clean
 
 
-def decide(config: Config, vendor: Vendor, scopes: tuple[str, ...], ttl_s: int) -> Decision:
+def decide(
+    config: Config, vendor: Vendor, scopes: tuple[str, ...], ttl_s: int
+) -> Decision:
     """Apply the ordered rules to a checked request."""
     vendor_cap = min(vendor.max_ttl_s, config.policy.max_ttl_s)
     for rule in config.rules:

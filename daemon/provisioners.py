@@ -64,13 +64,17 @@ class Runner:
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="keyturn-provisioner")
+        self._pool = ThreadPoolExecutor(
+            max_workers=WORKERS, thread_name_prefix="keyturn-provisioner"
+        )
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wake, self._notify = socket.socketpair()
         self.wake.setblocking(False)
         self._notify.setblocking(False)
 
-    def submit(self, provisioner: Provisioner, grant: Grant, action: str, attempt: int = 1) -> None:
+    def submit(
+        self, provisioner: Provisioner, grant: Grant, action: str, attempt: int = 1
+    ) -> None:
         """Start a run; its :class:`Outcome` arrives later."""
         self._pool.submit(self._run, provisioner, grant, action, attempt)
 
@@ -88,7 +92,9 @@ class Runner:
             except queue.Empty:
                 return done
 
-    def _run(self, provisioner: Provisioner, grant: Grant, action: str, attempt: int) -> None:
+    def _run(
+        self, provisioner: Provisioner, grant: Grant, action: str, attempt: int
+    ) -> None:
         ok, detail = _execute(provisioner, grant, action)
         self._done.put(Outcome(grant.grant_id, action, ok, detail, attempt))
         try:

@@ -57,5 +57,10 @@ class Publisher:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
-        beat = {"type": HEARTBEAT_TOPIC, "seq": seq, "boot_id": self.boot_id, "at": time.time()}
+        beat = {
+            "type": HEARTBEAT_TOPIC,
+            "seq": seq,
+            "boot_id": self.boot_id,
+            "at": time.time(),
+        }
         self.publish(HEARTBEAT_TOPIC, encode(beat))

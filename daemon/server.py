@@ -23,11 +23,6 @@ from typing import Any
 
 import zmq
 
-from keyturn.shared.codec import decode, encode
-from keyturn.shared.config import Config, ConfigError, load_config
-from keyturn.shared.errors import BadInput, InternalError, KeyturnError, Refused
-from keyturn.shared.keys import Home, KeyFileError, fingerprint, load_curve_secret, load_signing_keys
-from keyturn.shared.protocol import client_id_of, error_reply, ok_reply, parse_message
 from keyturn.daemon.auth import ZAP_DOMAIN, ZapHandler
 from keyturn.daemon.core import SYSTEM, Core
 from keyturn.daemon.handlers import HANDLERS, MUTATING_OPS, Context
@@ -36,6 +31,17 @@ from keyturn.daemon.ledger import Ledger
 from keyturn.daemon.provisioners import Runner
 from keyturn.daemon.publisher import Publisher
 from keyturn.daemon.snapshot import SnapshotData, SnapshotWriter, load_snapshot
+from keyturn.shared.codec import decode, encode
+from keyturn.shared.config import Config, ConfigError, load_config
+from keyturn.shared.errors import BadInput, InternalError, KeyturnError, Refused
+from keyturn.shared.keys import (
+    Home,
+    KeyFileError,
+    fingerprint,
+    load_curve_secret,
+    load_signing_keys,
+)
+from keyturn.shared.protocol import client_id_of, error_reply, ok_reply, parse_message
 
 __all__ = ["Daemon", "StartupError"]
 
@@ -112,7 +118,10 @@ class Daemon:
 
     def _lock(self) -> None:
         if not self.home.root.is_dir():
-            raise StartupError(f"{self.home.root} is not a keyturn home; run `keyturn init --home {self.home.root}`")
+            raise StartupError(
+                f"{self.home.root} is not a keyturn home; "
+                f"run `keyturn init --home {self.home.root}`"
+            )
         fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,20 +167,29 @@ class Daemon:
         try:
             result = journal.read(*start)
         except JournalDamaged as exc:
-            raise StartupError(f"journal {self.home.journal} is damaged: {exc}; run `keyturn audit verify`") from exc
+            raise StartupError(
+                f"journal {self.home.journal} is damaged: {exc}; run `keyturn audit verify`"
+            ) from exc
         for record in result.records:
             ledger.apply(record)
         logger.info(
             "recovered seq %d: snapshot at %d, %d journal records replayed in %.3fs",
-            ledger.seq, start[2], len(result.records), time.monotonic() - began,
+            ledger.seq,
+            start[2],
+            len(result.records),
+            time.monotonic() - began,
         )
         if result.torn_bytes:
-            logger.warning("cut a torn last journal record (%d bytes: %s)", result.torn_bytes, result.torn_reason)
+            logger.warning(
+                "cut a torn last journal record (%d bytes: %s)",
+                result.torn_bytes,
+                result.torn_reason,
+            )
             return ledger, (result.torn_bytes, result.torn_reason)
         return ledger, None
 
     def _bind(self, public: bytes, secret: bytes) -> None:
-        context = zmq.Context.instance()
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.zap = ZapHandler(context, lambda: self.core.config.by_key)
         self.router = self._server_socket(context, zmq.ROUTER, public, secret)
         self.router.maxmsgsize = MAX_MESSAGE_BYTES
@@ -182,21 +200,27 @@ class Daemon:
         for which, sock in (("api", self.router), ("events", self.pub)):
             endpoint = config.endpoint(which, self.home.root)
             if endpoint.startswith("ipc://"):
-                path = Path(endpoint[len("ipc://"):])
+                path = Path(endpoint[len("ipc://") :])
                 if len(str(path)) > 100:
-                    raise StartupError(f"{endpoint}: ipc paths are limited to about 100 characters")
+                    raise StartupError(
+                        f"{endpoint}: ipc paths are limited to about 100 characters"
+                    )
                 self._ipc_paths.append(path)
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
-                raise StartupError(f"cannot bind {which} endpoint {endpoint}: {exc}") from exc
+                raise StartupError(
+                    f"cannot bind {which} endpoint {endpoint}: {exc}"
+                ) from exc
             if endpoint.startswith("ipc://"):
-                os.chmod(endpoint[len("ipc://"):], 0o600)
+                os.chmod(endpoint[len("ipc://") :], 0o600)
         self.publisher = Publisher(self.pub, self.core.boot_id)
 
     @staticmethod
-    def _server_socket(context: zmq.Context[Any], kind: int, public: bytes, secret: bytes) -> zmq.Socket[Any]:
-        sock = context.socket(kind)
+    def _server_socket(
+        context: zmq.Context[zmq.Socket[bytes]], kind: int, public: bytes, secret: bytes
+    ) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = context.socket(kind)
         sock.linger = 0
         sock.zap_domain = ZAP_DOMAIN
         sock.curve_server = True
@@ -211,14 +235,19 @@ class Daemon:
         missed = core.expire_missed()
         core.schedule_all()
         core.emit(
-            "daemon.started", SYSTEM, boot_id=core.boot_id, pid=os.getpid(),
+            "daemon.started",
+            SYSTEM,
+            boot_id=core.boot_id,
+            pid=os.getpid(),
             expired_while_down=missed,
         )
         self._commit()
         logger.info(
             "serving: %d live grants, %d pending requests, lockdown %s, %d expired while down",
-            len(core.ledger.grants), len(core.ledger.requests),
-            "ENGAGED" if core.ledger.lockdown["engaged"] else "off", missed,
+            len(core.ledger.grants),
+            len(core.ledger.requests),
+            "ENGAGED" if core.ledger.lockdown["engaged"] else "off",
+            missed,
         )
 
     # The loop.
@@ -289,7 +318,10 @@ class Daemon:
     def _serve(self, frames: list[zmq.Frame]) -> None:
         envelope, body = _split(frames)
         if body is None:
-            self._reply(envelope, error_reply(None, BadInput("bad_frame", "expected one message frame")))
+            self._reply(
+                envelope,
+                error_reply(None, BadInput("bad_frame", "expected one message frame")),
+            )
             return
         try:
             user = frames[-1].get("User-Id")
@@ -306,8 +338,13 @@ class Daemon:
             op = message.op
             identity = self.core.config.by_key.get(user)
             if identity is None:
-                logger.warning("refused a message from a key no longer configured (%s)", fingerprint(user))
-                raise Refused("unauthenticated", "this key is not (or no longer) configured")
+                logger.warning(
+                    "refused a message from a key no longer configured (%s)",
+                    fingerprint(user),
+                )
+                raise Refused(
+                    "unauthenticated", "this key is not (or no longer) configured"
+                )
             key = (user, message.id)
             if op in MUTATING_OPS:
                 cached = self._remembered(key, op, body, raw)
@@ -320,7 +357,11 @@ class Daemon:
         except Exception:
             logger.exception("op %s failed inside the daemon", op)
             reply = error_reply(client_id_of(raw), InternalError())
-        if op in MUTATING_OPS and isinstance(raw, dict) and reply["error" if not reply["ok"] else "result"] is not None:
+        if (
+            op in MUTATING_OPS
+            and isinstance(raw, dict)
+            and reply["error" if not reply["ok"] else "result"] is not None
+        ):
             self._remember((user, raw.get("id")), op, raw, reply)
         return reply
 
@@ -331,7 +372,9 @@ class Daemon:
         except Refused as exc:
             if exc.code == "forbidden":
                 logger.warning("forbidden: %s asked to %s", identity.name, op)
-                self.core.emit("access.refused", identity.name, op=op, reason=exc.message)
+                self.core.emit(
+                    "access.refused", identity.name, op=op, reason=exc.message
+                )
             raise
 
     # Retries with the same id.
@@ -340,19 +383,28 @@ class Daemon:
     def _fingerprint(op: str, raw: dict[str, Any]) -> bytes:
         return hashlib.sha256(encode([op, raw.get("args", {})])).digest()
 
-    def _remembered(self, key: tuple[str, Any], op: str, body: bytes, raw: dict[str, Any]) -> dict[str, Any] | None:
+    def _remembered(
+        self, key: tuple[str, Any], op: str, body: bytes, raw: dict[str, Any]
+    ) -> dict[str, Any] | None:
         entry = self._dedupe.get(key)
         if entry is None or time.monotonic() - entry.at > DEDUPE_WINDOW_S:
             return None
         if entry.fingerprint != self._fingerprint(op, raw):
-            raise Refused("duplicate_id", f"request id {key[1]!r} was already used for another call")
+            raise Refused(
+                "duplicate_id",
+                f"request id {key[1]!r} was already used for another call",
+            )
         reply: dict[str, Any] = decode_reply(entry.reply)
         return reply
 
-    def _remember(self, key: tuple[str, Any], op: str, raw: dict[str, Any], reply: dict[str, Any]) -> None:
+    def _remember(
+        self, key: tuple[str, Any], op: str, raw: dict[str, Any], reply: dict[str, Any]
+    ) -> None:
         if key[1] is None or key in self._dedupe:
             return
-        self._dedupe[key] = _Remembered(self._fingerprint(op, raw), encode(reply), time.monotonic())
+        self._dedupe[key] = _Remembered(
+            self._fingerprint(op, raw), encode(reply), time.monotonic()
+        )
         while len(self._dedupe) > DEDUPE_MAX:
             self._dedupe.popitem(last=False)
 
@@ -367,7 +419,10 @@ class Daemon:
         try:
             core.journal.commit()
         except OSError as exc:
-            logger.critical("journal write failed (%s); stopping: nothing unrecorded may be acknowledged", exc)
+            logger.critical(
+                "journal write failed (%s); stopping: nothing unrecorded may be acknowledged",
+                exc,
+            )
             raise SystemExit(70) from exc
         for envelope, reply in self._replies:
             try:
@@ -405,7 +460,14 @@ class Daemon:
         grants = {**ledger.ended_grants, **ledger.grants}
         requests = {**ledger.decided_requests, **ledger.requests}
         journal = self.core.journal
-        return SnapshotData(ledger.seq, journal.offset, journal.head, dict(ledger.lockdown), grants, requests)
+        return SnapshotData(
+            ledger.seq,
+            journal.offset,
+            journal.head,
+            dict(ledger.lockdown),
+            grants,
+            requests,
+        )
 
     def _reload_keys(self) -> None:
         try:
@@ -418,12 +480,17 @@ class Daemon:
         try:
             keys = load_signing_keys(self.home)
         except KeyFileError as exc:
-            logger.error("signing keys changed but cannot be loaded; keeping the previous ones: %s", exc)
+            logger.error(
+                "signing keys changed but cannot be loaded; keeping the previous ones: %s",
+                exc,
+            )
             return
         if keys[-1].key_id != self.core.signer.key_id:
             self.core.signing_keys = keys
             self.core.emit("keys.rotated", SYSTEM, kid=keys[-1].key_id, keys=len(keys))
-            logger.info("signing key rotated: new tokens are signed by %s", keys[-1].key_id)
+            logger.info(
+                "signing key rotated: new tokens are signed by %s", keys[-1].key_id
+            )
 
     def _reload_config(self, force: bool = False) -> None:
         self._reload_keys()
@@ -434,14 +501,24 @@ class Daemon:
         try:
             config = load_config(self.home.config)
         except ConfigError as exc:
-            logger.error("configuration changed but is invalid; keeping the previous one: %s", exc)
+            logger.error(
+                "configuration changed but is invalid; keeping the previous one: %s",
+                exc,
+            )
             return
         self.core.config = config
         self.core.emit(
-            "config.reloaded", SYSTEM, identities=len(config.identities),
-            vendors=len(config.vendors), rules=len(config.rules),
+            "config.reloaded",
+            SYSTEM,
+            identities=len(config.identities),
+            vendors=len(config.vendors),
+            rules=len(config.rules),
         )
-        logger.info("configuration reloaded: %d identities, %d vendors", len(config.identities), len(config.vendors))
+        logger.info(
+            "configuration reloaded: %d identities, %d vendors",
+            len(config.identities),
+            len(config.vendors),
+        )
 
     # Stop.
 

@@ -56,7 +56,7 @@ class AtomicJSONStorage(Storage):
             raise ValueError(f"{self.path}: not a snapshot")
         return data
 
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
+    def write(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the file atomically with ``data``."""
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -81,7 +81,9 @@ def _write_tables(handle: Any, data: Mapping[str, Mapping[str, Any]]) -> None:
         chunk: list[str] = []
         first = True
         for doc_id, doc in docs.items():
-            chunk.append(json.dumps(doc_id) + ":" + json.dumps(doc, separators=(",", ":")))
+            chunk.append(
+                json.dumps(doc_id) + ":" + json.dumps(doc, separators=(",", ":"))
+            )
             if len(chunk) >= _CHUNK_DOCS:
                 handle.write(("" if first else ",") + ",".join(chunk))
                 chunk, first = [], False
@@ -105,7 +107,7 @@ class SnapshotData:
     requests: dict[str, Request] = field(default_factory=dict)
 
 
-def _to_tables(snap: SnapshotData) -> dict[str, dict[str, Any]]:
+def _to_tables(snap: SnapshotData) -> dict[str, Mapping[str, Any]]:
     meta = {
         "seq": snap.seq,
         "offset": snap.offset,
@@ -152,9 +154,12 @@ def load_snapshot(path: Path) -> SnapshotData | None:
         if not metas:
             return None
         meta = metas[0]
-        grants = {doc["grant_id"]: Grant.from_wire(doc) for doc in db.table("grants").all()}
+        grants = {
+            doc["grant_id"]: Grant.from_wire(doc) for doc in db.table("grants").all()
+        }
         requests = {
-            doc["request_id"]: Request.from_wire(doc) for doc in db.table("requests").all()
+            doc["request_id"]: Request.from_wire(doc)
+            for doc in db.table("requests").all()
         }
         return SnapshotData(
             seq=int(meta["seq"]),
@@ -178,7 +183,9 @@ class SnapshotWriter:
         on_error: Called (in the writer thread) with the exception of a failed write.
     """
 
-    def __init__(self, path: Path, on_error: Callable[[Exception], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
         self.path = path
         self._storage = AtomicJSONStorage(path)
         self._thread: threading.Thread | None = None

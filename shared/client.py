@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from keyturn.shared.codec import decode_record, encode
 from keyturn.shared.config import load_config
@@ -43,7 +44,9 @@ SUB_RCVHWM = 200_000
 _AUTH_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
-def connect_info(home: Path | str | None, identity: str) -> tuple[str, str, bytes, bytes, bytes]:
+def connect_info(
+    home: Path | str | None, identity: str
+) -> tuple[str, str, bytes, bytes, bytes]:
     """Return (api endpoint, events endpoint, server key, public, secret) for an identity.
 
     Raises:
@@ -57,10 +60,18 @@ def connect_info(home: Path | str | None, identity: str) -> tuple[str, str, byte
     config = load_config(paths.config)
     public, secret = load_curve_secret(paths, identity)
     server = load_curve_public(paths, "daemon")
-    return config.endpoint("api", root), config.endpoint("events", root), server, public, secret
+    return (
+        config.endpoint("api", root),
+        config.endpoint("events", root),
+        server,
+        public,
+        secret,
+    )
 
 
-def _secure(sock: zmq.Socket[bytes], server: bytes, public: bytes, secret: bytes) -> None:
+def _secure(
+    sock: zmq.Socket[bytes], server: bytes, public: bytes, secret: bytes
+) -> None:
     sock.curve_serverkey = server
     sock.curve_publickey = public
     sock.curve_secretkey = secret
@@ -68,7 +79,9 @@ def _secure(sock: zmq.Socket[bytes], server: bytes, public: bytes, secret: bytes
 
 
 def _ipc_missing(endpoint: str) -> bool:
-    return endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://") :])
+    return endpoint.startswith("ipc://") and not os.path.exists(
+        endpoint[len("ipc://") :]
+    )
 
 
 class Client:
@@ -96,7 +109,7 @@ class Client:
         self._public = public
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         _secure(self._socket, server_key, public, secret)
         self._monitor = self._socket.get_monitor_socket(_AUTH_EVENTS)
@@ -178,10 +191,12 @@ class Client:
                 reply = self._read_reply()
                 if reply is not None and reply.get("id") == rid:
                     return self._result(reply)
-        raise Unreachable(f"no reply from the daemon at {self.endpoint} within {timeout_s:g}s")
+        raise Unreachable(
+            f"no reply from the daemon at {self.endpoint} within {timeout_s:g}s"
+        )
 
     def _check_monitor(self) -> None:
-        event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+        event = recv_monitor_message(self._monitor)
         if event["event"] & _AUTH_EVENTS:
             raise Refused(
                 "unauthenticated",
@@ -218,7 +233,11 @@ class Client:
         ticket: str = "",
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Ask for scopes of a vendor; the result holds ``request`` and, when active, ``grant`` and ``token``."""
+        """Ask for scopes of a vendor.
+
+        Returns:
+            ``request``, and when policy approved it at once ``grant`` and ``token``.
+        """
         args = {"vendor": vendor, "scopes": scopes, "ttl": ttl, "reason": reason}
         if ticket:
             args["ticket"] = ticket
@@ -300,9 +319,9 @@ class Subscriber:
         topics: tuple[str, ...] = ("",),
     ) -> None:
         self.endpoint = endpoint
-        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         _secure(self.socket, server_key, public, secret)
-        self.socket.rcvhwm = SUB_RCVHWM
+        self.socket.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.socket.connect(endpoint)
@@ -338,4 +357,3 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -36,7 +36,6 @@ MAX_MAP_LEN = 64
 """Most keys in one map of a message."""
 
 
-
 def encode(value: Any) -> bytes:
     """Encode a value as msgpack (binary and text kept apart)."""
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
@@ -62,7 +61,8 @@ def decode(frame: bytes) -> Any:
     """
     if len(frame) > MAX_FRAME_BYTES:
         raise BadInput(
-            "too_large", f"message of {len(frame)} bytes; the limit is {MAX_FRAME_BYTES}"
+            "too_large",
+            f"message of {len(frame)} bytes; the limit is {MAX_FRAME_BYTES}",
         )
     try:
         return msgpack.unpackb(
@@ -80,7 +80,9 @@ def decode(frame: bytes) -> Any:
     except BadInput:
         raise
     except (ValueError, TypeError, msgpack.ExtraData, RecursionError) as exc:
-        raise BadInput("bad_frame", f"not a valid msgpack message ({_why(exc)})") from exc
+        raise BadInput(
+            "bad_frame", f"not a valid msgpack message ({_why(exc)})"
+        ) from exc
 
 
 def decode_record(data: bytes) -> Any:

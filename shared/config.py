@@ -193,15 +193,22 @@ class _Loader:
             vid: self.vendor(vid, self.table(self.raw["vendors"], vid, "vendors."))
             for vid in self.table(self.raw, "vendors")
         }
-        rules = tuple(self.rule(i, item, vendors) for i, item in enumerate(self.rules_list()))
+        rules = tuple(
+            self.rule(i, item, vendors) for i, item in enumerate(self.rules_list())
+        )
         identities = {
-            name: self.identity(name, self.table(self.raw["identities"], name, "identities."))
+            name: self.identity(
+                name, self.table(self.raw["identities"], name, "identities.")
+            )
             for name in self.table(self.raw, "identities")
         }
         by_key: dict[str, Identity] = {}
         for ident in identities.values():
             if ident.vendor and ident.vendor not in vendors:
-                raise self.fail(f"identities.{ident.name}.vendor", f"unknown vendor {ident.vendor!r}")
+                raise self.fail(
+                    f"identities.{ident.name}.vendor",
+                    f"unknown vendor {ident.vendor!r}",
+                )
             if ident.public_key in by_key:
                 raise self.fail(
                     f"identities.{ident.name}.public_key",
@@ -213,15 +220,21 @@ class _Loader:
     def known(self, table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
         for key in table:
             if key not in allowed:
-                raise self.fail(prefix + key, f"unknown key (expected one of {sorted(allowed)})")
+                raise self.fail(
+                    prefix + key, f"unknown key (expected one of {sorted(allowed)})"
+                )
 
-    def table(self, parent: dict[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
+    def table(
+        self, parent: dict[str, Any], key: str, prefix: str = ""
+    ) -> dict[str, Any]:
         value = parent.get(key, {})
         if not isinstance(value, dict):
             raise self.fail(prefix + key, "must be a table")
         return value
 
-    def get(self, table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    def get(
+        self, table: dict[str, Any], key: str, kind: type, where: str, default: Any
+    ) -> Any:
         value = table.get(key, default)
         if isinstance(value, bool) and kind is not bool:
             raise self.fail(where + key, f"must be a {kind.__name__}")
@@ -229,30 +242,52 @@ class _Loader:
             raise self.fail(where + key, f"must be a {kind.__name__}")
         return value
 
-    def duration(self, table: dict[str, Any], key: str, where: str, default: int) -> int:
+    def duration(
+        self, table: dict[str, Any], key: str, where: str, default: int
+    ) -> int:
         if key not in table:
             return default
         try:
             return parse_duration(table[key])
         except KeyturnError as exc:
-            raise self.fail(where + key, f"{table[key]!r} is not a duration ({exc.message})") from exc
+            raise self.fail(
+                where + key, f"{table[key]!r} is not a duration ({exc.message})"
+            ) from exc
 
-    def patterns(self, table: dict[str, Any], key: str, where: str, default: list[str]) -> tuple[str, ...]:
+    def patterns(
+        self, table: dict[str, Any], key: str, where: str, default: list[str]
+    ) -> tuple[str, ...]:
         value = self.get(table, key, list, where, default)
         try:
-            return tuple(validate_pattern(item) if isinstance(item, str) else _bad(item) for item in value)
+            return tuple(
+                validate_pattern(item) if isinstance(item, str) else _bad(item)
+                for item in value
+            )
         except ValueError as exc:
             raise self.fail(where + key, str(exc)) from exc
 
     def daemon(self, table: dict[str, Any]) -> DaemonSettings:
         where = "daemon."
-        self.known(table, where, {"api", "events", "pending_ttl", "checkpoint_every", "checkpoint_interval", "snapshot_interval"})
+        self.known(
+            table,
+            where,
+            {
+                "api",
+                "events",
+                "pending_ttl",
+                "checkpoint_every",
+                "checkpoint_interval",
+                "snapshot_interval",
+            },
+        )
         settings = DaemonSettings(
             api=self.endpoint(table, "api", DEFAULT_API),
             events=self.endpoint(table, "events", DEFAULT_EVENTS),
             pending_ttl_s=self.duration(table, "pending_ttl", where, 15 * 60),
             checkpoint_every=self.get(table, "checkpoint_every", int, where, 1000),
-            checkpoint_interval_s=self.duration(table, "checkpoint_interval", where, 60),
+            checkpoint_interval_s=self.duration(
+                table, "checkpoint_interval", where, 60
+            ),
             snapshot_interval_s=self.duration(table, "snapshot_interval", where, 5),
         )
         if settings.checkpoint_every < 1:
@@ -262,7 +297,9 @@ class _Loader:
     def endpoint(self, table: dict[str, Any], key: str, default: str) -> str:
         value = self.get(table, key, str, "daemon.", default)
         if not value.startswith(("ipc://", "tcp://")):
-            raise self.fail("daemon." + key, f"{value!r} must start with ipc:// or tcp://")
+            raise self.fail(
+                "daemon." + key, f"{value!r} must start with ipc:// or tcp://"
+            )
         return str(value)
 
     def policy(self, table: dict[str, Any]) -> PolicySettings:
@@ -274,13 +311,35 @@ class _Loader:
         approvals = self.get(table, "approvals", int, where, 1)
         if approvals < 1:
             raise self.fail(where + "approvals", "must be at least 1")
-        return PolicySettings(default, approvals, self.duration(table, "max_ttl", where, 24 * 3600))
+        return PolicySettings(
+            default, approvals, self.duration(table, "max_ttl", where, 24 * 3600)
+        )
 
     def vendor(self, vid: str, table: dict[str, Any]) -> Vendor:
         where = f"vendors.{vid}."
-        self.known(table, where, {"name", "purpose", "location", "sources", "scopes", "default_ttl", "max_ttl", "link", "provisioner"})
-        if not vid or vid != vid.lower() or not all(c.isalnum() or c == "-" for c in vid):
-            raise self.fail(f"vendors.{vid}", "a vendor id is lower-case letters, digits and '-'")
+        self.known(
+            table,
+            where,
+            {
+                "name",
+                "purpose",
+                "location",
+                "sources",
+                "scopes",
+                "default_ttl",
+                "max_ttl",
+                "link",
+                "provisioner",
+            },
+        )
+        if (
+            not vid
+            or vid != vid.lower()
+            or not all(c.isalnum() or c == "-" for c in vid)
+        ):
+            raise self.fail(
+                f"vendors.{vid}", "a vendor id is lower-case letters, digits and '-'"
+            )
         vendor = Vendor(
             id=vid,
             name=self.get(table, "name", str, where, vid),
@@ -309,7 +368,10 @@ class _Loader:
             raise self.fail(where + "kind", "must be 'token' or 'command'")
         command = self.get(table, "command", list, where, [])
         if not command or not all(isinstance(part, str) and part for part in command):
-            raise self.fail(where + "command", "must be a non-empty list of strings (program and arguments)")
+            raise self.fail(
+                where + "command",
+                "must be a non-empty list of strings (program and arguments)",
+            )
         return Provisioner(tuple(command), self.duration(table, "timeout", where, 10))
 
     def rules_list(self) -> list[Any]:
@@ -322,7 +384,11 @@ class _Loader:
         where = f"rules[{index}]."
         if not isinstance(table, dict):
             raise self.fail(f"rules[{index}]", "must be a table")
-        self.known(table, where, {"name", "action", "vendors", "scopes", "max_ttl", "approvals"})
+        self.known(
+            table,
+            where,
+            {"name", "action", "vendors", "scopes", "max_ttl", "approvals"},
+        )
         action = self.get(table, "action", str, where, "")
         if action not in _ACTIONS:
             raise self.fail(where + "action", f"must be one of {list(_ACTIONS)}")
@@ -333,7 +399,9 @@ class _Loader:
         approvals = self.get(table, "approvals", int, where, 1)
         if approvals < 1:
             raise self.fail(where + "approvals", "must be at least 1")
-        max_ttl = self.duration(table, "max_ttl", where, 0) if "max_ttl" in table else None
+        max_ttl = (
+            self.duration(table, "max_ttl", where, 0) if "max_ttl" in table else None
+        )
         return Rule(
             name=self.get(table, "name", str, where, f"rule-{index}"),
             action=action,
@@ -349,13 +417,20 @@ class _Loader:
         try:
             role = Role(self.get(table, "role", str, where, ""))
         except ValueError as exc:
-            raise self.fail(where + "role", f"must be one of {[r.value for r in Role]}") from exc
+            raise self.fail(
+                where + "role", f"must be one of {[r.value for r in Role]}"
+            ) from exc
         key = self.get(table, "public_key", str, where, "")
         if len(key) != _Z85_KEY_CHARS:
-            raise self.fail(where + "public_key", "must be a 40-character Z85 CurveZMQ public key")
+            raise self.fail(
+                where + "public_key", "must be a 40-character Z85 CurveZMQ public key"
+            )
         vendor = self.get(table, "vendor", str, where, "")
         if (role is Role.REQUESTER) != bool(vendor):
-            raise self.fail(where + "vendor", "a requester names exactly one vendor; other roles none")
+            raise self.fail(
+                where + "vendor",
+                "a requester names exactly one vendor; other roles none",
+            )
         return Identity(name, role, key, vendor)
 
 

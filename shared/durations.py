@@ -32,7 +32,9 @@ def parse_duration(value: object, *, what: str = "duration") -> int:
         BadInput: ``bad_duration`` when the value is not a positive, sane duration.
     """
     if isinstance(value, bool):
-        raise BadInput("bad_duration", f"{what} must be a duration such as 15m, not {value!r}")
+        raise BadInput(
+            "bad_duration", f"{what} must be a duration such as 15m, not {value!r}"
+        )
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, str):
@@ -45,7 +47,9 @@ def parse_duration(value: object, *, what: str = "duration") -> int:
     if seconds <= 0:
         raise BadInput("bad_duration", f"{what} must be longer than zero")
     if seconds > MAX_DURATION_S:
-        raise BadInput("bad_duration", f"{what} {value!r} is longer than the limit of 366d")
+        raise BadInput(
+            "bad_duration", f"{what} {value!r} is longer than the limit of 366d"
+        )
     return seconds
 
 
@@ -60,7 +64,8 @@ def _parse_text(text: str, what: str) -> int:
     order = list(_UNITS_S)
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise BadInput(
-            "bad_duration", f"{what} {text!r}: give each unit once, largest first (1h30m)"
+            "bad_duration",
+            f"{what} {text!r}: give each unit once, largest first (1h30m)",
         )
     return sum(int(number) * _UNITS_S[unit] for number, unit in parts)
 

@@ -156,5 +156,9 @@ def error_from_reply(error: Any) -> KeyturnError:
     category = ERROR_CODES.get(code)
     if category is None or category is Category.INTERNAL:
         return InternalError(message)
-    details = {k: v for k, v in error.items() if k not in ("code", "message") and isinstance(v, str)}
+    details = {
+        k: v
+        for k, v in error.items()
+        if k not in ("code", "message") and isinstance(v, str)
+    }
     return _CLASSES[category](code, message).with_details(**details)

@@ -128,7 +128,11 @@ def write_curve_pair(home: Home, identity: str) -> str:
     """Make a CurveZMQ key pair for an identity and return its Z85 public key."""
     public, secret = zmq.curve_keypair()
     header = f"# keyturn CurveZMQ key pair of {identity!r}\n"
-    _write(home.public_key(identity), f"{header}public-key = {public.decode()}\n".encode(), _PUBLIC_MODE)
+    _write(
+        home.public_key(identity),
+        f"{header}public-key = {public.decode()}\n".encode(),
+        _PUBLIC_MODE,
+    )
     body = f"{header}public-key = {public.decode()}\nsecret-key = {secret.decode()}\n"
     _write(home.secret_key(identity), body.encode(), _SECRET_MODE)
     return public.decode()
@@ -166,7 +170,9 @@ def load_curve_public(home: Home, identity: str) -> bytes:
     try:
         text = path.read_text("ascii", "replace")
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the public key ({exc.strerror})") from exc
+        raise KeyFileError(
+            f"{path}: cannot read the public key ({exc.strerror})"
+        ) from exc
     return _field(text, "public-key", path)
 
 
@@ -179,7 +185,9 @@ class SigningKey:
 
 
 def _key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     return "k" + hashlib.sha256(raw).hexdigest()[:12]
 
 
@@ -211,7 +219,9 @@ def load_signing_keys(home: Home) -> list[SigningKey]:
     keys = []
     for path in sorted(home.signing.glob("*.pem")):
         try:
-            private = serialization.load_pem_private_key(_read_secret(path), password=None)
+            private = serialization.load_pem_private_key(
+                _read_secret(path), password=None
+            )
         except ValueError as exc:
             raise KeyFileError(f"{path}: not a PEM private key") from exc
         if not isinstance(private, Ed25519PrivateKey):

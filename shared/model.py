@@ -77,14 +77,23 @@ _REQUEST_NEXT: dict[RequestState, frozenset[RequestState]] = {
     ),
 }
 
-GRANT_TERMINAL = frozenset({GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED})
+GRANT_TERMINAL = frozenset(
+    {GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}
+)
 """States a grant never leaves."""
 
 _GRANT_NEXT: dict[GrantState, frozenset[GrantState]] = {
     GrantState.ACTIVE: frozenset(
-        {GrantState.REVOKING, GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}
+        {
+            GrantState.REVOKING,
+            GrantState.EXPIRED,
+            GrantState.REVOKED,
+            GrantState.RELEASED,
+        }
     ),
-    GrantState.REVOKING: frozenset({GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}),
+    GrantState.REVOKING: frozenset(
+        {GrantState.EXPIRED, GrantState.REVOKED, GrantState.RELEASED}
+    ),
 }
 
 
@@ -131,7 +140,9 @@ def validate_pattern(pattern: str) -> str:
     """
     parts = pattern.split(":")
     if len(parts) != 2 or not all(_PATTERN_PART.fullmatch(part) for part in parts):
-        raise ValueError(f"{pattern!r} is not a scope pattern such as payments:read or payments:*")
+        raise ValueError(
+            f"{pattern!r} is not a scope pattern such as payments:read or payments:*"
+        )
     return pattern
 
 

@@ -90,7 +90,9 @@ class Args:
             raise BadInput("bad_request", f"argument {name!r} must be a string")
         value = value.strip()
         if len(value) > MAX_TEXT_CHARS:
-            raise BadInput("bad_request", f"argument {name!r} is longer than {MAX_TEXT_CHARS}")
+            raise BadInput(
+                "bad_request", f"argument {name!r} is longer than {MAX_TEXT_CHARS}"
+            )
         if required and not value:
             raise BadInput("bad_request", f"argument {name!r} must not be empty")
         return value
@@ -128,7 +130,9 @@ def parse_message(value: Any) -> Message:
     if isinstance(client_id, str) and not 0 < len(client_id) <= MAX_ID_CHARS:
         raise BadInput("bad_request", f"'id' must be 1 to {MAX_ID_CHARS} characters")
     if value.get("v") != PROTOCOL_VERSION:
-        raise BadInput("unsupported_version", f"protocol version must be {PROTOCOL_VERSION}")
+        raise BadInput(
+            "unsupported_version", f"protocol version must be {PROTOCOL_VERSION}"
+        )
     op = value.get("op")
     if not isinstance(op, str):
         raise BadInput("bad_request", "'op' must be a string")
@@ -159,4 +163,9 @@ def ok_reply(client_id: _ClientId | None, result: dict[str, Any]) -> dict[str, A
 
 def error_reply(client_id: _ClientId | None, error: KeyturnError) -> dict[str, Any]:
     """Build an error reply."""
-    return {"v": PROTOCOL_VERSION, "id": client_id, "ok": False, "error": error.to_wire()}
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": client_id,
+        "ok": False,
+        "error": error.to_wire(),
+    }

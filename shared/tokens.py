@@ -23,7 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from keyturn.shared.keys import SigningKey
 from keyturn.shared.model import Grant
 
-__all__ = ["TOKEN_PREFIX", "TokenClaims", "TokenInvalid", "issue_token", "token_fingerprint", "verify_token"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "TokenClaims",
+    "TokenInvalid",
+    "issue_token",
+    "token_fingerprint",
+    "verify_token",
+]
 
 TOKEN_PREFIX = "kt1"
 """Version tag of the token format."""
@@ -81,7 +88,9 @@ def token_fingerprint(token: str) -> str:
     return "tk:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def verify_token(token: str, keys: dict[str, Ed25519PublicKey], now: float) -> TokenClaims:
+def verify_token(
+    token: str, keys: dict[str, Ed25519PublicKey], now: float
+) -> TokenClaims:
     """Check a token's signature and times offline.
 
     Args:

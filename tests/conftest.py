@@ -46,7 +46,9 @@ def home() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def run_cli(home: Path, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    home: Path, *args: str, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
     """Run ``keyturn ARGS --home HOME`` as a user would, and capture its output."""
     command = [sys.executable, "-m", "keyturn.console.cli", *args, "--home", str(home)]
     return subprocess.run(
@@ -72,8 +74,17 @@ class DaemonProcess:
     def start(self, *, wait: bool = True) -> None:
         """Start the daemon and wait until it answers."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        command = [sys.executable, "-m", "keyturn.console.cli", "daemon", "--home", str(self.home)]
-        self.proc = subprocess.Popen(command, stdout=log, stderr=log, env=_scrubbed_env())
+        command = [
+            sys.executable,
+            "-m",
+            "keyturn.console.cli",
+            "daemon",
+            "--home",
+            str(self.home),
+        ]
+        self.proc = subprocess.Popen(
+            command, stdout=log, stderr=log, env=_scrubbed_env()
+        )
         log.close()
         if wait:
             self.wait_ready()
@@ -119,7 +130,9 @@ class DaemonProcess:
 
     def log(self) -> str:
         """What the daemon wrote to stderr."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return load_config(path)
 
 
-def _decide(config: Config, vendor: str, scopes: list[str], ttl_s: int) -> tuple[str, str, int]:
+def _decide(
+    config: Config, vendor: str, scopes: list[str], ttl_s: int
+) -> tuple[str, str, int]:
     checked, clean = check_request(config, vendor, scopes, ttl_s)
     decision = decide(config, checked, clean, ttl_s)
     return decision.action, decision.rule, decision.cap_s
@@ -27,7 +29,10 @@ def _decide(config: Config, vendor: str, scopes: list[str], ttl_s: int) -> tuple
 
 def test_braintree_read_approved_up_to_15m(config: Config) -> None:
     """braintree payments:read is approved at once up to 15m, reviewed beyond."""
-    assert _decide(config, "braintree", ["payments:read"], 900)[:2] == ("approve", "braintree-read")
+    assert _decide(config, "braintree", ["payments:read"], 900)[:2] == (
+        "approve",
+        "braintree-read",
+    )
     assert _decide(config, "braintree", ["payments:read"], 901)[0] == "review"
 
 
@@ -50,7 +55,10 @@ def test_admin_scopes_denied_for_every_vendor(config: Config) -> None:
         admin = [p for p in vendor.scopes if p.endswith(":admin")]
         for scope in admin:
             assert _decide(config, vendor.id, [scope], 60)[0] == "deny"
-    assert _decide(config, "braintree", ["payments:read", "payments:admin"], 60)[0] == "deny"
+    assert (
+        _decide(config, "braintree", ["payments:read", "payments:admin"], 60)[0]
+        == "deny"
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +92,9 @@ def test_requests_outside_what_a_vendor_may_hold(
         ("[nonsense]\n", "nonsense"),
     ],
 )
-def test_invalid_configuration_names_file_key_and_problem(tmp_path: Path, patch: str, named: str) -> None:
+def test_invalid_configuration_names_file_key_and_problem(
+    tmp_path: Path, patch: str, named: str
+) -> None:
     """A bad configuration is refused with the file and the key in the message."""
     path = tmp_path / "keyturn.toml"
     path.write_text(patch)

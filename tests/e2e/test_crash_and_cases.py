@@ -21,7 +21,9 @@ def journal_records(home: Path) -> list[dict[str, Any]]:
     """Every record in a home's journal, read straight from the file."""
     data = Home(home).journal.read_bytes()
     assert data.startswith(MAGIC)
-    return [decode_record(p) for _, _, p in iter_frames(data, len(MAGIC)) if p is not None]
+    return [
+        decode_record(p) for _, _, p in iter_frames(data, len(MAGIC)) if p is not None
+    ]
 
 
 def _grant(client: Any, vendor: str, scope: str, ttl: int | str) -> dict[str, Any]:
@@ -29,8 +31,10 @@ def _grant(client: Any, vendor: str, scope: str, ttl: int | str) -> dict[str, An
     return result
 
 
-def test_sigkill_under_concurrent_requests_loses_nothing_acknowledged(daemon: DaemonProcess) -> None:
-    """Every grant acknowledged before a SIGKILL is there after the restart; passed deadlines are expired at start."""
+def test_sigkill_under_concurrent_requests_loses_nothing_acknowledged(
+    daemon: DaemonProcess,
+) -> None:
+    """Grants acknowledged before a SIGKILL survive it; passed deadlines expire at start."""
     acknowledged: list[dict[str, Any]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -41,7 +45,9 @@ def test_sigkill_under_concurrent_requests_loses_nothing_acknowledged(daemon: Da
             while not stop.is_set():
                 n += 1
                 try:
-                    result = client.request(vendor, [scope], ttl=1 + n % 3, reason="load")
+                    result = client.request(
+                        vendor, [scope], ttl=1 + n % 3, reason="load"
+                    )
                 except KeyturnError:
                     continue
                 with lock:
@@ -59,7 +65,9 @@ def test_sigkill_under_concurrent_requests_loses_nothing_acknowledged(daemon: Da
     for thread in threads:
         thread.join()
     assert len(acknowledged) > 20
-    time.sleep(3.5)  # every acknowledged grant's deadline passes while the daemon is down
+    time.sleep(
+        3.5
+    )  # every acknowledged grant's deadline passes while the daemon is down
     daemon.start()
     with daemon.client() as client:
         for grant in acknowledged:
@@ -78,8 +86,10 @@ def test_sigkill_under_concurrent_requests_loses_nothing_acknowledged(daemon: Da
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
-def test_deadlines_that_pass_while_down(daemon: DaemonProcess, stop_signal: int) -> None:
-    """C-04: a 1 s grant is expired once at start, a 5 s keeps its deadline, 1 h untouched, a revoke stays."""
+def test_deadlines_that_pass_while_down(
+    daemon: DaemonProcess, stop_signal: int
+) -> None:
+    """C-04: 1 s expired once at start, 5 s keeps its deadline, 1 h untouched, revoke stays."""
     with daemon.client("oncall") as client:
         one = _grant(client, "sentry", "errors:read", 1)["grant"]
         five = _grant(client, "sentry", "errors:read", 5)["grant"]
@@ -99,7 +109,8 @@ def test_deadlines_that_pass_while_down(daemon: DaemonProcess, stop_signal: int)
         assert client.get(hour["grant_id"])["grant"] == hour
         assert client.get(gone["grant_id"])["grant"]["state"] == "revoked"
     records = [
-        r for r in journal_records(daemon.home)
+        r
+        for r in journal_records(daemon.home)
         if r["type"] == "grant.expired" and r["grant"]["grant_id"] == one["grant_id"]
     ]
     assert len(records) == 1
@@ -124,9 +135,11 @@ def test_overlapping_grants_are_independent(daemon: DaemonProcess) -> None:
 
 
 def test_extend_racing_expiry_and_revoke_has_one_history(daemon: DaemonProcess) -> None:
-    """C-02: extensions racing a deadline or a revoke leave one consistent history, also after a restart."""
+    """C-02: extensions racing a deadline or a revoke leave one history, after restarts too."""
     with daemon.client("braintree") as client:
-        grant = client.request("braintree", ["payments:read"], ttl=1, reason="race")["grant"]
+        grant = client.request("braintree", ["payments:read"], ttl=1, reason="race")[
+            "grant"
+        ]
     gid = grant["grant_id"]
     outcomes: list[str] = []
 
@@ -149,15 +162,23 @@ def test_extend_racing_expiry_and_revoke_has_one_history(daemon: DaemonProcess) 
             except KeyturnError as exc:
                 outcomes.append("revoke:" + exc.code)
 
-    threads = [threading.Thread(target=extender) for _ in range(3)] + [threading.Thread(target=revoker)]
+    threads = [threading.Thread(target=extender) for _ in range(3)] + [
+        threading.Thread(target=revoker)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    records = [r for r in journal_records(daemon.home) if r.get("grant", {}).get("grant_id") == gid]
+    records = [
+        r
+        for r in journal_records(daemon.home)
+        if r.get("grant", {}).get("grant_id") == gid
+    ]
     kinds = [r["type"] for r in records]
     assert kinds[0] == "grant.active"
-    ends = [k for k in kinds if k in ("grant.expired", "grant.revoked", "grant.released")]
+    ends = [
+        k for k in kinds if k in ("grant.expired", "grant.revoked", "grant.released")
+    ]
     assert len(ends) == 1
     assert kinds.index(ends[0]) == len(kinds) - 1, "nothing follows the end"
     assert kinds.count("grant.extended") == outcomes.count("extended")
@@ -173,7 +194,16 @@ def test_timed_out_call_leaves_client_usable(daemon: DaemonProcess) -> None:
     """C-06: after a call times out, the next call gets its own answer, never the late one."""
     with daemon.client("oncall") as client:
         with pytest.raises(Unreachable):
-            client.call("request", {"vendor": "sentry", "scopes": ["errors:read"], "ttl": 60, "reason": "x"}, timeout_s=0.0001)
+            client.call(
+                "request",
+                {
+                    "vendor": "sentry",
+                    "scopes": ["errors:read"],
+                    "ttl": 60,
+                    "reason": "x",
+                },
+                timeout_s=0.0001,
+            )
         status = client.status()
         assert "counts" in status and "grant" not in status
         time.sleep(0.2)
@@ -181,13 +211,19 @@ def test_timed_out_call_leaves_client_usable(daemon: DaemonProcess) -> None:
 
 
 def test_retried_request_is_done_once(daemon: DaemonProcess) -> None:
-    """C-06: a retried request with the same id returns the first result; a reused id for something else is refused."""
+    """C-06: a retry with the same id returns the first result; reusing an id is refused."""
     with daemon.client("sentry") as client:
         rid = client.new_id()
-        first = client.request("sentry", ["errors:read"], ttl=60, reason="x", request_id=rid)
-        again = client.request("sentry", ["errors:read"], ttl=60, reason="x", request_id=rid)
+        first = client.request(
+            "sentry", ["errors:read"], ttl=60, reason="x", request_id=rid
+        )
+        again = client.request(
+            "sentry", ["errors:read"], ttl=60, reason="x", request_id=rid
+        )
         assert again["grant"]["grant_id"] == first["grant"]["grant_id"]
         with pytest.raises(KeyturnError) as caught:
-            client.request("sentry", ["errors:read"], ttl=120, reason="x", request_id=rid)
+            client.request(
+                "sentry", ["errors:read"], ttl=120, reason="x", request_id=rid
+            )
         assert caught.value.code == "duplicate_id"
         assert len(client.list()["grants"]) == 1

@@ -24,19 +24,45 @@ def _set_config(home: Path, old: str, new: str) -> None:
 def test_auto_approved_grant(daemon: DaemonProcess) -> None:
     """A request a rule approves comes back active, with an expiry and a valid token."""
     before = time.time()
-    code, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "10m", "--reason", "INC-1", "--as", "braintree")
+    code, out = cli_json(
+        daemon.home,
+        "request",
+        "braintree",
+        "payments:read",
+        "--ttl",
+        "10m",
+        "--reason",
+        "INC-1",
+        "--as",
+        "braintree",
+    )
     assert code == 0, out
     assert out["state"] == "active"
     assert out["request_id"].startswith("req_") and out["grant_id"].startswith("grt_")
     assert out["expires_at"].endswith("Z")
-    claims = verify_token(out["token"], load_verify_keys(Home(daemon.home)), time.time())
+    claims = verify_token(
+        out["token"], load_verify_keys(Home(daemon.home)), time.time()
+    )
     assert claims.grant_id == out["grant_id"] and claims.scopes == ("payments:read",)
     assert abs(claims.expires_at - (before + 600)) < 5
 
 
-def test_second_approver_approves_and_time_counts_from_approval(daemon: DaemonProcess) -> None:
+def test_second_approver_approves_and_time_counts_from_approval(
+    daemon: DaemonProcess,
+) -> None:
     """C-03: a reviewed request needs another approver; its grant lives ttl from approval."""
-    code, out = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "eval run", "--as", "oncall")
+    code, out = cli_json(
+        daemon.home,
+        "request",
+        "model-host",
+        "prompts:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "eval run",
+        "--as",
+        "oncall",
+    )
     assert (code, out["state"]) == (0, "pending")
     rid = out["request_id"]
     code, refused = cli_json(daemon.home, "approve", rid, "--as", "oncall")
@@ -56,9 +82,22 @@ def test_second_approver_approves_and_time_counts_from_approval(daemon: DaemonPr
 
 def test_deny_then_approve_refused(daemon: DaemonProcess) -> None:
     """A denied request stays denied and creates nothing."""
-    _, out = cli_json(daemon.home, "request", "braintree", "payments:refund", "--ttl", "10m", "--reason", "refund 77", "--as", "braintree")
+    _, out = cli_json(
+        daemon.home,
+        "request",
+        "braintree",
+        "payments:refund",
+        "--ttl",
+        "10m",
+        "--reason",
+        "refund 77",
+        "--as",
+        "braintree",
+    )
     rid = out["request_id"]
-    code, denied = cli_json(daemon.home, "deny", rid, "--reason", "not today", "--as", "oncall")
+    code, denied = cli_json(
+        daemon.home, "deny", rid, "--reason", "not today", "--as", "oncall"
+    )
     assert code == 0 and denied["request"]["state"] == "denied"
     code, again = cli_json(daemon.home, "approve", rid, "--as", "oncall2")
     assert code == 1 and again["error"]["code"] == "invalid_state"
@@ -68,9 +107,33 @@ def test_deny_then_approve_refused(daemon: DaemonProcess) -> None:
 
 def test_revoke_and_release(daemon: DaemonProcess) -> None:
     """Revoke and release end a grant once; a vendor cannot release another's grant."""
-    _, a = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "5m", "--reason", "r", "--as", "braintree")
-    _, b = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
-    code, out = cli_json(daemon.home, "revoke", a["grant_id"], "--reason", "done", "--as", "oncall")
+    _, a = cli_json(
+        daemon.home,
+        "request",
+        "braintree",
+        "payments:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "braintree",
+    )
+    _, b = cli_json(
+        daemon.home,
+        "request",
+        "sentry",
+        "errors:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "sentry",
+    )
+    code, out = cli_json(
+        daemon.home, "revoke", a["grant_id"], "--reason", "done", "--as", "oncall"
+    )
     assert code == 0 and out["grant"]["state"] == "revoked"
     code, out = cli_json(daemon.home, "revoke", a["grant_id"], "--as", "oncall")
     assert code == 1 and out["error"]["code"] == "invalid_state"
@@ -85,15 +148,32 @@ def test_revoke_and_release(daemon: DaemonProcess) -> None:
 
 def test_extend_capped_at_maximum(daemon: DaemonProcess) -> None:
     """An extension stops at the maximum lifetime; past it, extend is refused."""
-    _, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "10m", "--reason", "r", "--as", "braintree")
-    code, ext = cli_json(daemon.home, "extend", out["grant_id"], "--by", "1h", "--as", "braintree")
+    _, out = cli_json(
+        daemon.home,
+        "request",
+        "braintree",
+        "payments:read",
+        "--ttl",
+        "10m",
+        "--reason",
+        "r",
+        "--as",
+        "braintree",
+    )
+    code, ext = cli_json(
+        daemon.home, "extend", out["grant_id"], "--by", "1h", "--as", "braintree"
+    )
     assert code == 0 and ext["capped"] is True
     with daemon.client() as client:
         grant = client.get(out["grant_id"])["grant"]
     assert abs(grant["expires_at"] - grant["activated_at"] - 900) < 0.01
-    code, again = cli_json(daemon.home, "extend", out["grant_id"], "--by", "1m", "--as", "braintree")
+    code, again = cli_json(
+        daemon.home, "extend", out["grant_id"], "--by", "1m", "--as", "braintree"
+    )
     assert code == 1 and again["error"]["code"] == "duration_exceeds_max"
-    code, bad = cli_json(daemon.home, "extend", out["grant_id"], "--by", "0s", "--as", "braintree")
+    code, bad = cli_json(
+        daemon.home, "extend", out["grant_id"], "--by", "0s", "--as", "braintree"
+    )
     assert code == 2
 
 
@@ -103,7 +183,18 @@ def test_pending_request_times_out(daemon: DaemonProcess) -> None:
     time.sleep(0.3)
     with daemon.client() as client:
         client.status()  # the daemon notices the change on its next turn
-    _, out = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "r", "--as", "model-host")
+    _, out = cli_json(
+        daemon.home,
+        "request",
+        "model-host",
+        "prompts:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "model-host",
+    )
     assert out["state"] == "pending"
     time.sleep(3.0)
     code, again = cli_json(daemon.home, "approve", out["request_id"], "--as", "oncall")
@@ -121,20 +212,66 @@ def client_get_safe(daemon: DaemonProcess, object_id: str) -> dict[str, object]:
 
 def test_lockdown_survives_restart(daemon: DaemonProcess) -> None:
     """Lockdown revokes everything, refuses new requests, and is still on after a restart."""
-    _, grant = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "30m", "--reason", "r", "--as", "sentry")
-    _, pending = cli_json(daemon.home, "request", "model-host", "prompts:read", "--ttl", "5m", "--reason", "r", "--as", "model-host")
-    code, out = cli_json(daemon.home, "lockdown", "--reason", "breach", "--as", "oncall")
+    _, grant = cli_json(
+        daemon.home,
+        "request",
+        "sentry",
+        "errors:read",
+        "--ttl",
+        "30m",
+        "--reason",
+        "r",
+        "--as",
+        "sentry",
+    )
+    _, pending = cli_json(
+        daemon.home,
+        "request",
+        "model-host",
+        "prompts:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "model-host",
+    )
+    code, out = cli_json(
+        daemon.home, "lockdown", "--reason", "breach", "--as", "oncall"
+    )
     assert code == 0 and out["revoked"] == 1 and out["denied"] == 1
     code, out = cli_json(daemon.home, "lockdown", "--reason", "again", "--as", "oncall")
     assert code == 1 and out["error"]["code"] == "conflict"
     daemon.restart()
-    code, out = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
+    code, out = cli_json(
+        daemon.home,
+        "request",
+        "sentry",
+        "errors:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "sentry",
+    )
     assert code == 1 and out["error"]["code"] == "lockdown"
     code, out = cli_json(daemon.home, "lift", "--as", "oncall")
     assert code == 1 and out["error"]["code"] == "forbidden"
     code, _ = cli_json(daemon.home, "lift", "--as", "admin")
     assert code == 0
-    code, out = cli_json(daemon.home, "request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "sentry")
+    code, out = cli_json(
+        daemon.home,
+        "request",
+        "sentry",
+        "errors:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "r",
+        "--as",
+        "sentry",
+    )
     assert code == 0 and out["state"] == "active"
     with daemon.client() as client:
         assert client.get(grant["grant_id"])["grant"]["state"] == "revoked"
@@ -143,16 +280,38 @@ def test_lockdown_survives_restart(daemon: DaemonProcess) -> None:
 
 def test_short_grant_expires_on_time_and_watch_sees_it(daemon: DaemonProcess) -> None:
     """A 2 s grant is expired within 1 s of its deadline, and `keyturn watch` shows it."""
-    command = [sys.executable, "-m", "keyturn.console.cli", "watch", "--json", "--home", str(daemon.home)]
+    command = [
+        sys.executable,
+        "-m",
+        "keyturn.console.cli",
+        "watch",
+        "--json",
+        "--home",
+        str(daemon.home),
+    ]
     watch = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # the subscription is in place before the grant is made
-        _, out = cli_json(daemon.home, "request", "braintree", "payments:read", "--ttl", "2s", "--reason", "r", "--as", "braintree")
+        _, out = cli_json(
+            daemon.home,
+            "request",
+            "braintree",
+            "payments:read",
+            "--ttl",
+            "2s",
+            "--reason",
+            "r",
+            "--as",
+            "braintree",
+        )
         assert watch.stdout is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             event = json.loads(watch.stdout.readline())
-            if event["type"] == "grant.expired" and event["grant_id"] == out["grant_id"]:
+            if (
+                event["type"] == "grant.expired"
+                and event["grant_id"] == out["grant_id"]
+            ):
                 seen = time.time()
                 break
         else:
@@ -175,14 +334,48 @@ def test_bad_input_gets_clear_errors(daemon: DaemonProcess) -> None:
     with daemon.client() as client:
         seq = client.status()["seq"]
     cases = [
-        (["request", "nobody", "a:b", "--ttl", "5m", "--reason", "r"], 2, "unknown_vendor"),
-        (["request", "braintree", "payments:read", "--ttl", "0s", "--reason", "r"], 2, "bad_duration"),
-        (["request", "braintree", "payments:read", "--ttl", "soon", "--reason", "r"], 2, "bad_duration"),
-        (["request", "braintree", "Payments", "--ttl", "5m", "--reason", "r"], 2, "invalid_scope"),
-        (["request", "braintree", "email:send", "--ttl", "5m", "--reason", "r"], 1, "scope_not_allowed"),
+        (
+            ["request", "nobody", "a:b", "--ttl", "5m", "--reason", "r"],
+            2,
+            "unknown_vendor",
+        ),
+        (
+            ["request", "braintree", "payments:read", "--ttl", "0s", "--reason", "r"],
+            2,
+            "bad_duration",
+        ),
+        (
+            ["request", "braintree", "payments:read", "--ttl", "soon", "--reason", "r"],
+            2,
+            "bad_duration",
+        ),
+        (
+            ["request", "braintree", "Payments", "--ttl", "5m", "--reason", "r"],
+            2,
+            "invalid_scope",
+        ),
+        (
+            ["request", "braintree", "email:send", "--ttl", "5m", "--reason", "r"],
+            1,
+            "scope_not_allowed",
+        ),
         (["approve", "req_000000000000"], 1, "not_found"),
         (["revoke", "grt_000000000000"], 1, "not_found"),
-        (["request", "sentry", "errors:read", "--ttl", "5m", "--reason", "r", "--as", "braintree"], 1, "forbidden"),
+        (
+            [
+                "request",
+                "sentry",
+                "errors:read",
+                "--ttl",
+                "5m",
+                "--reason",
+                "r",
+                "--as",
+                "braintree",
+            ],
+            1,
+            "forbidden",
+        ),
     ]
     for args, status, code in cases:
         got, out = cli_json(daemon.home, *args)
@@ -190,12 +383,18 @@ def test_bad_input_gets_clear_errors(daemon: DaemonProcess) -> None:
     with daemon.client() as client:
         after = client.status()
     assert after["counts"] == {"active": 0, "revoking": 0, "pending": 0}
-    assert after["seq"] == seq + 1  # only the refusal of the forbidden request is recorded
+    assert (
+        after["seq"] == seq + 1
+    )  # only the refusal of the forbidden request is recorded
 
 
 def test_unreachable_daemon_reported_quickly(home: Path) -> None:
     """With no daemon, every command says so with exit 3 within 5 s."""
-    for args in (["status"], ["ls"], ["request", "sentry", "errors:read", "--ttl", "1m", "--reason", "r"]):
+    for args in (
+        ["status"],
+        ["ls"],
+        ["request", "sentry", "errors:read", "--ttl", "1m", "--reason", "r"],
+    ):
         began = time.monotonic()
         done = run_cli(home, *args)
         assert done.returncode == 3, done.stderr

@@ -27,7 +27,9 @@ STUCK_GRANTS = 12
 def _add_stuck_vendor(home: Path) -> Path:
     script = home / "provision.sh"
     flag = home / "provisioner-back"
-    script.write_text(HANGING_PROVISIONER.format(flag=flag, log=home / "revoke-tries.log"))
+    script.write_text(
+        HANGING_PROVISIONER.format(flag=flag, log=home / "revoke-tries.log")
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     config = Home(home).config
     text = config.read_text().replace(
@@ -55,14 +57,18 @@ action = "approve"
     return flag
 
 
-def _bulk_grants(daemon: DaemonProcess, vendor: str, scope: str, count: int, ttl: int) -> list[str]:
+def _bulk_grants(
+    daemon: DaemonProcess, vendor: str, scope: str, count: int, ttl: int
+) -> list[str]:
     ids: list[str] = []
     lock = threading.Lock()
 
     def worker(n: int) -> None:
         with daemon.client("oncall") as client:
             for _ in range(n):
-                gid = client.request(vendor, [scope], ttl=ttl, reason="bulk")["grant"]["grant_id"]
+                gid = client.request(vendor, [scope], ttl=ttl, reason="bulk")["grant"][
+                    "grant_id"
+                ]
                 with lock:
                     ids.append(gid)
 
@@ -86,7 +92,9 @@ def test_stuck_revocation_blocks_nothing_else(daemon: DaemonProcess) -> None:
     with daemon.client("oncall") as client:
         client.revoke(stuck[0], "first")
         assert client.get(stuck[0])["grant"]["state"] == "revoking"
-        short = client.request("braintree", ["payments:read"], ttl=2, reason="t")["grant"]
+        short = client.request("braintree", ["payments:read"], ttl=2, reason="t")[
+            "grant"
+        ]
         time.sleep(2.5)
         assert client.get(short["grant_id"])["grant"]["state"] == "expired"
 
@@ -104,16 +112,30 @@ def test_stuck_revocation_blocks_nothing_else(daemon: DaemonProcess) -> None:
     assert not set(others) & set(states)
 
     time.sleep(3.5)
-    tries = [r for r in journal_records(daemon.home) if r["type"] == "provisioner.failed"]
+    tries = [
+        r for r in journal_records(daemon.home) if r["type"] == "provisioner.failed"
+    ]
     assert {r["grant_id"] for r in tries} >= {stuck[0]}
     assert max(r["attempt"] for r in tries if r["grant_id"] == stuck[0]) >= 2
 
-    code, out = cli_json(daemon.home, "force", stuck[0], "--reason", "vendor confirmed by phone")
+    code, out = cli_json(
+        daemon.home, "force", stuck[0], "--reason", "vendor confirmed by phone"
+    )
     assert code == 0 and out["grant"]["state"] == "revoked"
-    code, out = cli_json(daemon.home, "force", stuck[1], "--reason", "x", "--as", "oncall")
+    code, out = cli_json(
+        daemon.home, "force", stuck[1], "--reason", "x", "--as", "oncall"
+    )
     assert code == 1 and out["error"]["code"] == "forbidden"
-    forced = [r for r in journal_records(daemon.home) if r["type"] == "grant.revoked" and r["grant"]["grant_id"] == stuck[0]]
-    assert len(forced) == 1 and forced[0]["forced"] is True and forced[0]["actor"] == "admin"
+    forced = [
+        r
+        for r in journal_records(daemon.home)
+        if r["type"] == "grant.revoked" and r["grant"]["grant_id"] == stuck[0]
+    ]
+    assert (
+        len(forced) == 1
+        and forced[0]["forced"] is True
+        and forced[0]["actor"] == "admin"
+    )
 
     flag.touch()
     deadline = time.monotonic() + 70

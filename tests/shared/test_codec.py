@@ -5,7 +5,13 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from keyturn.shared.codec import MAX_ARRAY_LEN, MAX_FRAME_BYTES, MAX_MAP_LEN, decode, encode
+from keyturn.shared.codec import (
+    MAX_ARRAY_LEN,
+    MAX_FRAME_BYTES,
+    MAX_MAP_LEN,
+    decode,
+    encode,
+)
 from keyturn.shared.errors import BadInput
 from keyturn.shared.protocol import parse_message
 

@@ -10,7 +10,15 @@ from keyturn.shared.errors import BadInput
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("45s", 45), ("15m", 900), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), (" 90s ", 90), (30, 30)],
+    [
+        ("45s", 45),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1h30m", 5400),
+        ("1d", 86400),
+        (" 90s ", 90),
+        (30, 30),
+    ],
 )
 def test_parses_what_people_write(text: str | int, seconds: int) -> None:
     """The forms in the docs mean what they say."""
@@ -19,7 +27,27 @@ def test_parses_what_people_write(text: str | int, seconds: int) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["0s", "0", "", "-5m", "5", "5x", "1.5h", "30m1h", "1h1h", "m", "1h 30m", 0, -3, True, 2.5, b"15m", None, [15], "9" * 40 + "s"],
+    [
+        "0s",
+        "0",
+        "",
+        "-5m",
+        "5",
+        "5x",
+        "1.5h",
+        "30m1h",
+        "1h1h",
+        "m",
+        "1h 30m",
+        0,
+        -3,
+        True,
+        2.5,
+        b"15m",
+        None,
+        [15],
+        "9" * 40 + "s",
+    ],
 )
 def test_refuses_bad_durations(bad: object) -> None:
     """Zero, negative, unparsable and wrongly typed durations get bad_duration."""

@@ -21,8 +21,18 @@ def _codes_in_source() -> set[str]:
 
 def test_every_emitted_code_is_documented() -> None:
     """Scripts can rely on the list: the code emits nothing else, and everything listed is used."""
-    documented = set(re.findall(r"`([a-z_]+)`", (ROOT / "docs" / "ARCHITECTURE.md").read_text().split("### Error codes")[1].split("###")[0]))
+    documented = set(
+        re.findall(
+            r"`([a-z_]+)`",
+            (ROOT / "docs" / "ARCHITECTURE.md")
+            .read_text()
+            .split("### Error codes")[1]
+            .split("###")[0],
+        )
+    )
     emitted = _codes_in_source()
     assert emitted <= set(ERROR_CODES), emitted - set(ERROR_CODES)
-    assert set(ERROR_CODES) <= emitted | {"unsupported_version"}, set(ERROR_CODES) - emitted
+    assert set(ERROR_CODES) <= emitted | {"unsupported_version"}, (
+        set(ERROR_CODES) - emitted
+    )
     assert set(ERROR_CODES) == documented - {"ERROR_CODES"}

@@ -21,11 +21,18 @@ from keyturn.shared.model import (
 
 def test_pending_request_may_end_every_way() -> None:
     """A pending request can be approved, denied, cancelled or time out."""
-    for target in (RequestState.APPROVED, RequestState.DENIED, RequestState.CANCELLED, RequestState.EXPIRED):
+    for target in (
+        RequestState.APPROVED,
+        RequestState.DENIED,
+        RequestState.CANCELLED,
+        RequestState.EXPIRED,
+    ):
         check_request_transition(RequestState.PENDING, target)
 
 
-@pytest.mark.parametrize("done", [s for s in RequestState if s is not RequestState.PENDING])
+@pytest.mark.parametrize(
+    "done", [s for s in RequestState if s is not RequestState.PENDING]
+)
 def test_decided_request_never_changes(done: RequestState) -> None:
     """A decided request stays decided."""
     for target in RequestState:
@@ -51,13 +58,31 @@ def test_revoking_grant_never_becomes_active_again() -> None:
             check_grant_transition(GrantState.REVOKING, other)
 
 
-@pytest.mark.parametrize("scope", ["payments:read", "a:b", "storage.v2:read-only", "x_1:y_2"])
+@pytest.mark.parametrize(
+    "scope", ["payments:read", "a:b", "storage.v2:read-only", "x_1:y_2"]
+)
 def test_valid_scopes(scope: str) -> None:
     """Scopes are resource:action."""
     assert parse_scope(scope) == scope
 
 
-@pytest.mark.parametrize("scope", ["payments", "payments:*", "*:read", "Payments:read", "a:b:c", ":read", "a:", "", 7, None, ["a:b"], "a :b"])
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "payments",
+        "payments:*",
+        "*:read",
+        "Payments:read",
+        "a:b:c",
+        ":read",
+        "a:",
+        "",
+        7,
+        None,
+        ["a:b"],
+        "a :b",
+    ],
+)
 def test_invalid_scopes(scope: object) -> None:
     """Anything else, wildcards included, is invalid_scope."""
     with pytest.raises(BadInput) as caught:
@@ -79,7 +104,19 @@ def test_patterns_match_parts() -> None:
 
 def test_objects_round_trip_the_wire() -> None:
     """Requests and grants survive to_wire/from_wire unchanged."""
-    request = Request("req_1", "braintree", ("payments:read",), 60, "why", "oncall", 1.0, 2.0, 1)
-    grant = Grant("grt_1", "req_1", "braintree", ("payments:read",), "oncall", ("oncall2",), 1.0, 61.0, 901.0)
+    request = Request(
+        "req_1", "braintree", ("payments:read",), 60, "why", "oncall", 1.0, 2.0, 1
+    )
+    grant = Grant(
+        "grt_1",
+        "req_1",
+        "braintree",
+        ("payments:read",),
+        "oncall",
+        ("oncall2",),
+        1.0,
+        61.0,
+        901.0,
+    )
     assert Request.from_wire(request.to_wire()) == request
     assert Grant.from_wire(grant.to_wire()) == grant
