@@ -39,6 +39,7 @@ from typing import IO, Any, Literal
 import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from keyturn.daemon.core import checkpoint_message
 from keyturn.daemon.journal import GENESIS, MAGIC, iter_frames, record_hash
 from keyturn.shared.keys import Home, load_verify_keys

@@ -69,6 +69,7 @@ class Core:
         self.started_at = time.time()
         self.runner: Runner | None = None
         self._attempts: dict[str, int] = {}
+        self._last_token: tuple[tuple[str, float, str], str] = (("", 0.0, ""), "")
 
     @property
     def signer(self) -> SigningKey:
@@ -168,11 +169,18 @@ class Core:
         return grant
 
     def token(self, grant: Grant) -> str:
-        """The grant's token, signed again (signatures are deterministic, nothing is stored)."""
+        """The grant's token, signed again (signatures are deterministic, nothing is stored).
+
+        The last token is kept, since a new grant's token is needed twice in a
+        row: its fingerprint for the record, then the token for the reply.
+        """
         key = next(
             (k for k in self.signing_keys if k.key_id == grant.key_id), self.signer
         )
-        return issue_token(grant, key)
+        cache_key = (grant.grant_id, grant.expires_at, key.key_id)
+        if self._last_token[0] != cache_key:
+            self._last_token = (cache_key, issue_token(grant, key))
+        return self._last_token[1]
 
     def token_fp(self, grant: Grant) -> str:
         """The fingerprint of the grant's token, for the record."""

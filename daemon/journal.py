@@ -13,8 +13,8 @@ Records are appended to a buffer as they are made and written with one
 from __future__ import annotations
 
 import hashlib
-import mmap
 import logging
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -259,7 +259,8 @@ class Journal:
         while view:
             written = self._file.write(view)
             view = view[written:] if written else view
-        os.fsync(self._file.fileno())
+        # fdatasync suffices for an append: it also flushes the new file size.
+        os.fdatasync(self._file.fileno())
         self.offset += len(data)
 
     def close(self) -> None:

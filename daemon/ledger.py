@@ -42,6 +42,7 @@ class Ledger:
         self.decided_requests: OrderedDict[str, Request] = OrderedDict()
         self.lockdown: dict[str, Any] = dict(_NO_LOCKDOWN)
         self.seq = 0
+        self._revoking: set[str] = set()
 
     def load(
         self,
@@ -100,6 +101,10 @@ class Ledger:
         _trim(self.decided_requests)
 
     def _put_grant(self, grant: Grant) -> None:
+        if grant.state is GrantState.REVOKING:
+            self._revoking.add(grant.grant_id)
+        else:
+            self._revoking.discard(grant.grant_id)
         if grant.is_live:
             self.grants[grant.grant_id] = grant
             return
@@ -132,10 +137,9 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         """Live grants by state, and pending requests."""
-        active = sum(1 for g in self.grants.values() if g.state is GrantState.ACTIVE)
         return {
-            "active": active,
-            "revoking": len(self.grants) - active,
+            "active": len(self.grants) - len(self._revoking),
+            "revoking": len(self._revoking),
             "pending": len(self.requests),
         }
 

@@ -88,6 +88,8 @@ class Daemon:
         self._dedupe: OrderedDict[tuple[str, Any], _Remembered] = OrderedDict()
         self._config_stamp: tuple[int, int, int] | None = None
         self._next_snapshot = 0.0
+        self._next_housekeeping = 0.0
+        self.writer = SnapshotWriter(self.home.snapshot)
         self._ipc_paths: list[Path] = []
         self._keys_stamp = 0
 
@@ -437,23 +439,25 @@ class Daemon:
     def _periodic(self) -> None:
         self.publisher.heartbeat(self.core.ledger.seq)
         now = time.monotonic()
-        if now >= self._next_snapshot:
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + IDLE_WAKE_S
             self._reload_config()
-            self._next_snapshot = now + self.core.config.daemon.snapshot_interval_s
             self._dedupe_expire()
             self.core.ledger.forget_old()
-            if self._snapshot_writer().written_seq < self.core.ledger.seq:
-                self._snapshot_writer().start(self._snapshot())
+        if (
+            now >= self._next_snapshot
+            and self.writer.written_seq < self.core.ledger.seq
+        ):
+            # A snapshot of a large state takes a while to write; spacing writes
+            # by ten times that keeps the writer under a tenth of a core.
+            interval = self.core.config.daemon.snapshot_interval_s
+            self._next_snapshot = now + max(interval, 10 * self.writer.last_duration_s)
+            self.writer.start(self._snapshot())
 
     def _dedupe_expire(self) -> None:
         cutoff = time.monotonic() - DEDUPE_WINDOW_S
         while self._dedupe and next(iter(self._dedupe.values())).at < cutoff:
             self._dedupe.popitem(last=False)
-
-    def _snapshot_writer(self) -> SnapshotWriter:
-        if not hasattr(self, "_writer"):
-            self._writer = SnapshotWriter(self.home.snapshot)
-        return self._writer
 
     def _snapshot(self) -> SnapshotData:
         ledger = self.core.ledger
@@ -528,7 +532,7 @@ class Daemon:
         core.emit("daemon.stopped", SYSTEM, boot_id=core.boot_id)
         core.checkpoint()
         self._commit()
-        self._snapshot_writer().write_now(self._snapshot())
+        self.writer.write_now(self._snapshot())
         core.journal.close()
         self.runner.close()
         self.router.close(linger=0)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,8 @@ class SnapshotWriter:
         self._thread: threading.Thread | None = None
         self._on_error = on_error
         self.written_seq = 0
+        self.last_duration_s = 0.0
+        """How long the last write took; the daemon spaces writes by it."""
 
     @property
     def busy(self) -> bool:
@@ -218,9 +221,11 @@ class SnapshotWriter:
             self._thread.join()
 
     def _write(self, snap: SnapshotData) -> None:
+        began = time.monotonic()
         try:
             self._storage.write(_to_tables(snap))
             self.written_seq = snap.seq
+            self.last_duration_s = time.monotonic() - began
         except Exception as exc:  # noqa: BLE001 - reported, the journal still holds everything
             logger.error("snapshot write to %s failed: %s", self.path, exc)
             if self._on_error:
