@@ -422,3 +422,48 @@ def test_init_refuses_existing_home(home: Path) -> None:
     """`keyturn init` never overwrites a home."""
     done = run_cli(home, "init")
     assert done.returncode == 2 and "never overwrites" in done.stderr
+
+
+def test_request_wait_returns_when_approved(daemon: DaemonProcess) -> None:
+    """`request --wait` returns the grant as soon as an approver approves it."""
+    command = [
+        sys.executable,
+        "-m",
+        "keyturn.console.cli",
+        "request",
+        "model-host",
+        "prompts:read",
+        "--ttl",
+        "5m",
+        "--reason",
+        "eval",
+        "--as",
+        "model-host",
+        "--wait",
+        "20",
+        "--json",
+        "--home",
+        str(daemon.home),
+    ]
+    waiting = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        pending: list[dict[str, object]] = []
+        while not pending and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pending = cli_json(daemon.home, "ls")[1]["requests"]
+        assert pending, "the request is pending while the command waits"
+        began = time.monotonic()
+        code, _ = cli_json(
+            daemon.home, "approve", str(pending[0]["request_id"]), "--as", "oncall"
+        )
+        assert code == 0
+        out, _ = waiting.communicate(timeout=10)
+        assert time.monotonic() - began < 2.0
+        result = json.loads(out)
+        assert waiting.returncode == 0
+        assert result["state"] == "active" and result["token"].startswith("kt1.")
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
