@@ -467,3 +467,17 @@ def test_request_wait_returns_when_approved(daemon: DaemonProcess) -> None:
         if waiting.poll() is None:
             waiting.kill()
             waiting.communicate()
+
+
+def test_loose_or_missing_key_files_are_refused(home: Path) -> None:
+    """C-08: secret keys readable by others are refused; a daemon without its keys won't start."""
+    keys = Home(home).keys
+    (keys / "oncall.key_secret").chmod(0o644)
+    done = run_cli(home, "status", "--as", "oncall")
+    assert done.returncode == 2 and "readable by others" in done.stderr
+    (keys / "daemon.key_secret").chmod(0o640)
+    done = run_cli(home, "daemon")
+    assert done.returncode != 0 and "daemon.key_secret" in done.stderr
+    (keys / "daemon.key_secret").unlink()
+    done = run_cli(home, "daemon")
+    assert done.returncode != 0 and "missing" in done.stderr
