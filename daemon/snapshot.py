@@ -123,22 +123,26 @@ def _to_tables(snap: SnapshotData) -> dict[str, Mapping[str, Any]]:
 
 
 class _Lazy(Mapping[str, Any]):
-    """Turns model objects into documents one at a time, as the writer walks them."""
+    """Turns model objects into TinyDB documents one at a time, as the writer walks them.
+
+    TinyDB document ids are whole numbers (it reads them back with ``int``), so
+    documents are numbered in order; the object's own id is a field inside.
+    """
 
     def __init__(self, objects: dict[str, Grant] | dict[str, Request]) -> None:
-        self._objects = objects
+        self._objects = list(objects.values())
 
     def __getitem__(self, key: str) -> Any:
-        return self._objects[key].to_wire()
+        return self._objects[int(key) - 1].to_wire()
 
     def __iter__(self) -> Any:
-        return iter(self._objects)
+        return (str(number) for number in range(1, len(self._objects) + 1))
 
     def __len__(self) -> int:
         return len(self._objects)
 
     def items(self) -> Any:
-        return ((key, obj.to_wire()) for key, obj in self._objects.items())
+        return ((str(n), obj.to_wire()) for n, obj in enumerate(self._objects, start=1))
 
 
 def load_snapshot(path: Path) -> SnapshotData | None:

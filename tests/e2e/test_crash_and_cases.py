@@ -227,3 +227,21 @@ def test_retried_request_is_done_once(daemon: DaemonProcess) -> None:
             )
         assert caught.value.code == "duplicate_id"
         assert len(client.list()["grants"]) == 1
+
+
+def test_restart_starts_from_the_snapshot(daemon: DaemonProcess) -> None:
+    """A restart loads the snapshot and replays only the journal after it."""
+    with daemon.client("sentry") as client:
+        grants = [
+            client.request("sentry", ["errors:read"], ttl="1h", reason="s")
+            for _ in range(5)
+        ]
+    daemon.restart()
+    log = daemon.log()
+    assert "snapshot unreadable" not in log
+    last = [line for line in log.splitlines() if "recovered seq" in line][-1]
+    assert "snapshot at 0," not in last
+    assert "0 journal records replayed" in last
+    with daemon.client() as client:
+        live = {g["grant_id"] for g in client.list()["grants"]}
+    assert live == {g["grant"]["grant_id"] for g in grants}
