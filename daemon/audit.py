@@ -387,15 +387,15 @@ class _Walker:
     def broken_link(
         self, frame: _Frame, following: _Frame | None, expected: int
     ) -> Finding:
-        after_it = following is not None and following.record is not None
-        if after_it and following is not None and following.prev == frame.digest:
+        after = following if following is not None and following.record else None
+        if after is not None and after.prev == frame.digest:
             return self.changed_before(frame, expected)
-        if after_it and following is not None and following.prev == self.head:
+        if after is not None and after.prev == self.head:
             return Finding(
                 expected,
                 frame.offset,
                 f"seq {expected} here is not part of the chain: it was inserted or "
-                f"replaced (seq {following.seq} after it chains to seq {expected - 1})",
+                f"replaced (seq {after.seq} after it chains to seq {expected - 1})",
             )
         if following is None and expected > 1:
             return self.changed_before(frame, expected)
@@ -437,15 +437,14 @@ class _Walker:
         anchor = self.by_hash.get(frame.prev) if isinstance(frame.prev, bytes) else None
         if anchor is not None:
             return self.inserted_after(anchor, frame)
+        after = following if following is not None and following.record else None
+        if frame.seq > expected and after is not None and after.seq < frame.seq:
+            return Finding(
+                expected,
+                frame.offset,
+                f"seq {expected} is out of order: seq {frame.seq} comes before it",
+            )
         if frame.seq > expected:
-            if following is not None and following.record is not None:
-                if following.seq < frame.seq:
-                    return Finding(
-                        expected,
-                        frame.offset,
-                        f"seq {expected} is out of order: "
-                        f"seq {frame.seq} comes before it",
-                    )
             return Finding(expected, frame.offset, _missing(expected, frame.seq))
         return Finding(
             expected,

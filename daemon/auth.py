@@ -93,3 +93,65 @@ class ZapHandler:
     def close(self) -> None:
         """Unbind (only after the server sockets are closed)."""
         self.socket.close(linger=0)
+
+
+HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+"""Socket events of a refused handshake."""
+REFUSAL_LOG_INTERVAL_S = 10.0
+"""A peer that keeps retrying is logged once per this interval, with a count."""
+
+
+class HandshakeWatch:
+    """Logs handshakes that fail before the ZAP handler hears of them.
+
+    libzmq refuses a client without CURVE (or with a broken handshake) at the
+    greeting, so no ZAP request is made for it; the server sockets' monitors
+    report those refusals instead. Retrying peers are logged with a count, not
+    once per retry.
+
+    Args:
+        sockets: The server sockets to watch, by a name for the log.
+    """
+
+    def __init__(self, sockets: dict[str, zmq.Socket[bytes]]) -> None:
+        self.monitors = {
+            sock.get_monitor_socket(HANDSHAKE_FAILURES): name
+            for name, sock in sockets.items()
+        }
+        self._last_logged: dict[tuple[str, int], float] = {}
+        self._suppressed: dict[tuple[str, int], int] = {}
+
+    def handle_ready(self, monitor: zmq.Socket[bytes], now: float) -> None:
+        """Read the monitor's events and log the refusals."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            self._note(
+                self.monitors[monitor], int(event["event"]), int(event["value"]), now
+            )
+
+    def _note(self, name: str, kind: int, value: int, now: float) -> None:
+        key = (name, kind)
+        if (
+            now - self._last_logged.get(key, -REFUSAL_LOG_INTERVAL_S)
+            < REFUSAL_LOG_INTERVAL_S
+        ):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        repeats = self._suppressed.pop(key, 0)
+        self._last_logged[key] = now
+        why = "no CurveZMQ handshake (a client without CURVE, or a broken one)"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = f"authentication failed (status {value})"
+        more = f"; {repeats} more since the last report" if repeats else ""
+        logger.warning("refused a handshake on the %s socket: %s%s", name, why, more)
+
+    def close(self) -> None:
+        """Close the monitor sockets."""
+        for monitor in self.monitors:
+            monitor.close(linger=0)

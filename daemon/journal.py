@@ -117,9 +117,11 @@ def scan(
 ) -> ScanResult:
     """Check the chain from ``start`` on and return the records found.
 
-    A bad frame that is the last thing in the file is a torn write, reported
-    in ``torn_bytes``; a bad frame with data after it is damage. ``base`` is
-    the file offset of ``data[0]``, so offsets are reported as in the file.
+    A bad frame with no whole later record after it is a torn write (a crash
+    in the middle of an append), reported in ``torn_bytes``; a bad frame that
+    a later record follows is damage, whatever its length prefix claims.
+    ``base`` is the file offset of ``data[0]``, so offsets are reported as in
+    the file.
 
     Raises:
         JournalDamaged: the chain breaks anywhere but at a torn last record.
@@ -130,7 +132,7 @@ def scan(
         record = _decode(payload) if payload is not None else None
         problem = _problem(record, head, last_seq)
         if problem:
-            if end >= len(data):
+            if end >= len(data) and not _record_follows(data, offset + 1, last_seq):
                 torn = len(data) - offset
                 return ScanResult(records, base + offset, head, last_seq, torn, problem)
             raise JournalDamaged(
@@ -144,6 +146,30 @@ def scan(
         last_seq = record["seq"]
         end_offset = end
     return ScanResult(records, base + end_offset, head, last_seq)
+
+
+_SEQ_KEY = b"\xa3seq"
+"""Every record is a map whose first key is ``seq``: how a later record is found."""
+_MAP_HEADERS = (1, 3)
+"""Bytes of a msgpack map header before the first key: fixmap, map16."""
+
+
+def _record_follows(data: bytes, start: int, last_seq: int) -> bool:
+    """Whether a whole, readable record with a later ``seq`` starts at or after ``start``."""
+    at = data.find(_SEQ_KEY, start)
+    while at != -1:
+        for header in _MAP_HEADERS:
+            frame = at - header - _LENGTH.size
+            if frame < start - 1:
+                continue
+            (length,) = _LENGTH.unpack_from(data, frame)
+            end = frame + _LENGTH.size + length
+            if 0 < length <= MAX_RECORD_BYTES and end <= len(data):
+                record = _decode(bytes(data[frame + _LENGTH.size : end]))
+                if record is not None and record["seq"] > last_seq:
+                    return True
+        at = data.find(_SEQ_KEY, at + 1)
+    return False
 
 
 def _problem(record: dict[str, Any] | None, head: bytes, last_seq: int) -> str:

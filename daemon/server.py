@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from keyturn.daemon.auth import ZAP_DOMAIN, ZapHandler
+from keyturn.daemon.auth import ZAP_DOMAIN, HandshakeWatch, ZapHandler
 from keyturn.daemon.core import SYSTEM, Core
 from keyturn.daemon.handlers import HANDLERS, MUTATING_OPS, Context
 from keyturn.daemon.journal import Journal, JournalDamaged
@@ -217,6 +217,7 @@ class Daemon:
             if endpoint.startswith("ipc://"):
                 os.chmod(endpoint[len("ipc://") :], 0o600)
         self.publisher = Publisher(self.pub, self.core.boot_id)
+        self.handshakes = HandshakeWatch({"api": self.router, "events": self.pub})
 
     @staticmethod
     def _server_socket(
@@ -268,6 +269,8 @@ class Daemon:
         poller.register(self.zap.socket, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
         poller.register(self.runner.wake, zmq.POLLIN)
+        for monitor in self.handshakes.monitors:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self.stopping:
                 ready = dict(poller.poll(self._timeout_ms()))
@@ -286,6 +289,9 @@ class Daemon:
                 pass
         if self.zap.socket in ready:
             self.zap.handle_ready()
+        for monitor in self.handshakes.monitors:
+            if monitor in ready:
+                self.handshakes.handle_ready(monitor, time.monotonic())
         if self.runner.wake in ready or self.runner.wake.fileno() in ready:
             for outcome in self.runner.outcomes():
                 self.core.on_outcome(outcome)
@@ -489,12 +495,23 @@ class Daemon:
                 exc,
             )
             return
-        if keys[-1].key_id != self.core.signer.key_id:
-            self.core.signing_keys = keys
-            self.core.emit("keys.rotated", SYSTEM, kid=keys[-1].key_id, keys=len(keys))
-            logger.info(
-                "signing key rotated: new tokens are signed by %s", keys[-1].key_id
+        known = {key.key_id for key in self.core.signing_keys}
+        if not known <= {key.key_id for key in keys}:
+            logger.error(
+                "a signing key was removed from %s; keeping the loaded keys so that "
+                "tokens already issued stay verifiable",
+                self.home.signing,
             )
+            return
+        if keys[-1].key_id == self.core.signer.key_id:
+            return
+        previous = self.core.signer.key_id
+        self.core.signing_keys = keys
+        self.core.emit(
+            "keys.rotated", SYSTEM, kid=keys[-1].key_id, previous_kid=previous
+        )
+        self.core.checkpoint()
+        logger.info("signing key rotated: new tokens are signed by %s", keys[-1].key_id)
 
     def _reload_config(self, force: bool = False) -> None:
         self._reload_keys()
@@ -535,6 +552,9 @@ class Daemon:
         self.writer.write_now(self._snapshot())
         core.journal.close()
         self.runner.close()
+        self.router.disable_monitor()
+        self.pub.disable_monitor()
+        self.handshakes.close()
         self.router.close(linger=0)
         self.pub.close(linger=0)
         self.zap.close()

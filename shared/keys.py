@@ -204,7 +204,12 @@ def new_signing_key(home: Home) -> SigningKey:
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    order = len(list(home.signing.glob("*.pem")))
+    numbers = [
+        int(p.name.split("-", 1)[0])
+        for p in home.signing.glob("*.pem")
+        if p.name[:4].isdigit()
+    ]
+    order = max(numbers, default=-1) + 1
     _write(home.signing / f"{order:04d}-{kid}.pem", pem, _SECRET_MODE)
     _write(home.signing / f"{order:04d}-{kid}.pub", public_pem, _PUBLIC_MODE)
     return SigningKey(kid, private)

@@ -481,3 +481,20 @@ def test_loose_or_missing_key_files_are_refused(home: Path) -> None:
     (keys / "daemon.key_secret").unlink()
     done = run_cli(home, "daemon")
     assert done.returncode != 0 and "missing" in done.stderr
+
+
+def test_running_daemon_picks_up_a_rotated_key(daemon: DaemonProcess) -> None:
+    """After `keyturn keys rotate`, new tokens use the new key at once; old ones still verify."""
+    with daemon.client("sentry") as client:
+        old = client.request("sentry", ["errors:read"], ttl="10m", reason="before")
+        old_kid = client.status()["key_id"]
+    code, _ = cli_json(daemon.home, "keys", "rotate")
+    assert code == 0
+    time.sleep(1.5)
+    with daemon.client("sentry") as client:
+        assert client.status()["key_id"] != old_kid
+        new = client.request("sentry", ["errors:read"], ttl="10m", reason="after")
+        assert new["grant"]["key_id"] != old_kid
+        assert client.verify(old["token"])["valid"] is True
+        assert client.verify(new["token"])["valid"] is True
+    assert run_cli(daemon.home, "token", "verify", old["token"]).returncode == 0
