@@ -25,7 +25,15 @@ from keyturn.shared.errors import Category, KeyturnError, UsageError
 from keyturn.shared.keys import KeyFileError, default_home
 from keyturn.shared.times import rfc3339
 
-__all__ = ["main"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "add_common_options",
+    "jsonable",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -362,9 +370,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 # The parser.
 
 
-def _common(
+def add_common_options(
     parser: argparse.ArgumentParser, *, identity: bool = True, json_out: bool = True
 ) -> None:
+    """Add ``--home`` and, as asked, ``--as NAME`` and ``--json`` to a command."""
     parser.add_argument(
         "--home",
         default=None,
@@ -392,21 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="make a home: configuration and keys")
-    _common(p, identity=False, json_out=False)
+    add_common_options(p, identity=False, json_out=False)
     p.add_argument(
         "--config", help="configuration to start from (default: the example)"
     )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("daemon", help="run the daemon in the foreground")
-    _common(p, identity=False, json_out=False)
+    add_common_options(p, identity=False, json_out=False)
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("console", help="the operator console")
-    _common(p, json_out=False)
+    add_common_options(p, json_out=False)
     p.set_defaults(func=cmd_console)
 
     p = sub.add_parser("request", help="ask for access for a vendor")
@@ -422,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for a decision",
     )
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_request)
 
     def add(
@@ -434,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         for flags, options in extra:
             sp.add_argument(*flags, **options)
-        _common(sp)
+        add_common_options(sp)
         sp.set_defaults(func=_simple(name, build))
 
     add(
@@ -499,16 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list grants and requests")
     p.add_argument("--all", action="store_true", help="also recently ended ones")
     p.add_argument("--vendor", default="")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("watch", help="print events as they happen")
     p.add_argument("--heartbeats", action="store_true", help="also print heartbeats")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("status", help="is the daemon there, and how is it")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_status)
     for module in _PLUGINS:
         importlib.import_module(module).register(sub)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keyturn.console.cli import EXIT_OK, EXIT_REFUSED, UsageError, jsonable
+from keyturn.console.cli import EXIT_OK, EXIT_REFUSED, add_common_options, jsonable
 from keyturn.daemon.audit import (
     Bound,
     JournalUnreadable,
@@ -36,6 +36,7 @@ from keyturn.daemon.audit import (
 )
 from keyturn.shared.client import Client
 from keyturn.shared.durations import format_duration
+from keyturn.shared.errors import UsageError
 from keyturn.shared.keys import Home, default_home, load_verify_keys, new_signing_key
 from keyturn.shared.times import rfc3339
 from keyturn.shared.tokens import TokenClaims, TokenInvalid, verify_token
@@ -55,13 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="audit_command", required=True, metavar="ACTION"
     )
     p = actions.add_parser("verify", help="check the hash chain and every signature")
-    _common(p)
+    add_common_options(p, identity=False)
     p.set_defaults(func=cmd_verify)
     p = actions.add_parser("export", help="every record, as JSON lines or CSV")
     p.add_argument("--since", metavar="SEQ|TIME", help="from this seq or RFC 3339 time")
     p.add_argument("--until", metavar="SEQ|TIME", help="up to this seq or time")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
-    _common(p, json_out=False)
+    add_common_options(p, identity=False, json_out=False)
     p.set_defaults(func=cmd_export)
 
     token = sub.add_parser("token", help="check a grant token")
@@ -73,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--online", action="store_true", help="also ask the daemon (sees revocation)"
     )
-    _common(p, identity=True)
+    add_common_options(p)
     p.set_defaults(func=cmd_token_verify)
 
     keys = sub.add_parser("keys", help="signing keys of tokens and checkpoints")
@@ -81,30 +82,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser(
         "rotate", help="make a new signing key; old ones still verify"
     )
-    _common(p)
+    add_common_options(p, identity=False)
     p.set_defaults(func=cmd_keys_rotate)
-
-
-def _common(
-    parser: argparse.ArgumentParser, *, identity: bool = False, json_out: bool = True
-) -> None:
-    parser.add_argument(
-        "--home",
-        default=None,
-        help="state folder (default: $KEYTURN_HOME or ~/.local/state/keyturn)",
-    )
-    if identity:
-        parser.add_argument(
-            "--as",
-            dest="as_",
-            default="admin",
-            metavar="NAME",
-            help="ask the daemon as this identity (default: admin)",
-        )
-    if json_out:
-        parser.add_argument(
-            "--json", action="store_true", help="print JSON for scripts"
-        )
 
 
 def _print_json(value: Any) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from keyturn.console.cli import EXIT_OK, jsonable
+from keyturn.console.cli import EXIT_OK, add_common_options, jsonable
 from keyturn.shared.config import Vendor, load_config
 from keyturn.shared.durations import format_duration
 from keyturn.shared.errors import UsageError
@@ -39,21 +39,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "import", help="add the vendors of a published list (Markdown or CSV)"
     )
     p.add_argument("file", help="the list: Markdown bullets or CSV with a header")
-    _common(p)
+    add_common_options(p, identity=False)
     p.set_defaults(func=cmd_import)
 
     p = actions.add_parser("ls", help="list configured vendors and their scopes")
-    _common(p)
+    add_common_options(p, identity=False)
     p.set_defaults(func=cmd_ls)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--home",
-        default=None,
-        help="state folder (default: $KEYTURN_HOME or ~/.local/state/keyturn)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _home(args: argparse.Namespace) -> Home:

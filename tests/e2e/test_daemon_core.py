@@ -7,11 +7,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import DaemonProcess, cli_json, run_cli
 
 from keyturn.shared.keys import Home, load_verify_keys
 from keyturn.shared.tokens import verify_token
+
+
+def request_cli(
+    home: Path, vendor: str, scope: str, ttl: str, *, as_: str, reason: str = "r"
+) -> tuple[int, Any]:
+    """`keyturn request VENDOR SCOPE --ttl TTL --reason R --as NAME --json`."""
+    return cli_json(
+        home, "request", vendor, scope, "--ttl", ttl, "--reason", reason, "--as", as_
+    )
 
 
 def _set_config(home: Path, old: str, new: str) -> None:
@@ -24,17 +34,13 @@ def _set_config(home: Path, old: str, new: str) -> None:
 def test_auto_approved_grant(daemon: DaemonProcess) -> None:
     """A request a rule approves comes back active, with an expiry and a valid token."""
     before = time.time()
-    code, out = cli_json(
+    code, out = request_cli(
         daemon.home,
-        "request",
         "braintree",
         "payments:read",
-        "--ttl",
         "10m",
-        "--reason",
-        "INC-1",
-        "--as",
-        "braintree",
+        as_="braintree",
+        reason="INC-1",
     )
     assert code == 0, out
     assert out["state"] == "active"
@@ -51,17 +57,8 @@ def test_second_approver_approves_and_time_counts_from_approval(
     daemon: DaemonProcess,
 ) -> None:
     """C-03: a reviewed request needs another approver; its grant lives ttl from approval."""
-    code, out = cli_json(
-        daemon.home,
-        "request",
-        "model-host",
-        "prompts:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "eval run",
-        "--as",
-        "oncall",
+    code, out = request_cli(
+        daemon.home, "model-host", "prompts:read", "5m", as_="oncall", reason="eval run"
     )
     assert (code, out["state"]) == (0, "pending")
     rid = out["request_id"]
@@ -82,17 +79,13 @@ def test_second_approver_approves_and_time_counts_from_approval(
 
 def test_deny_then_approve_refused(daemon: DaemonProcess) -> None:
     """A denied request stays denied and creates nothing."""
-    _, out = cli_json(
+    _, out = request_cli(
         daemon.home,
-        "request",
         "braintree",
         "payments:refund",
-        "--ttl",
         "10m",
-        "--reason",
-        "refund 77",
-        "--as",
-        "braintree",
+        as_="braintree",
+        reason="refund 77",
     )
     rid = out["request_id"]
     code, denied = cli_json(
@@ -107,29 +100,11 @@ def test_deny_then_approve_refused(daemon: DaemonProcess) -> None:
 
 def test_revoke_and_release(daemon: DaemonProcess) -> None:
     """Revoke and release end a grant once; a vendor cannot release another's grant."""
-    _, a = cli_json(
-        daemon.home,
-        "request",
-        "braintree",
-        "payments:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "braintree",
+    _, a = request_cli(
+        daemon.home, "braintree", "payments:read", "5m", as_="braintree", reason="r"
     )
-    _, b = cli_json(
-        daemon.home,
-        "request",
-        "sentry",
-        "errors:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "sentry",
+    _, b = request_cli(
+        daemon.home, "sentry", "errors:read", "5m", as_="sentry", reason="r"
     )
     code, out = cli_json(
         daemon.home, "revoke", a["grant_id"], "--reason", "done", "--as", "oncall"
@@ -148,17 +123,8 @@ def test_revoke_and_release(daemon: DaemonProcess) -> None:
 
 def test_extend_capped_at_maximum(daemon: DaemonProcess) -> None:
     """An extension stops at the maximum lifetime; past it, extend is refused."""
-    _, out = cli_json(
-        daemon.home,
-        "request",
-        "braintree",
-        "payments:read",
-        "--ttl",
-        "10m",
-        "--reason",
-        "r",
-        "--as",
-        "braintree",
+    _, out = request_cli(
+        daemon.home, "braintree", "payments:read", "10m", as_="braintree", reason="r"
     )
     code, ext = cli_json(
         daemon.home, "extend", out["grant_id"], "--by", "1h", "--as", "braintree"
@@ -183,17 +149,8 @@ def test_pending_request_times_out(daemon: DaemonProcess) -> None:
     time.sleep(0.3)
     with daemon.client() as client:
         client.status()  # the daemon notices the change on its next turn
-    _, out = cli_json(
-        daemon.home,
-        "request",
-        "model-host",
-        "prompts:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "model-host",
+    _, out = request_cli(
+        daemon.home, "model-host", "prompts:read", "5m", as_="model-host", reason="r"
     )
     assert out["state"] == "pending"
     time.sleep(3.0)
@@ -212,29 +169,11 @@ def client_get_safe(daemon: DaemonProcess, object_id: str) -> dict[str, object]:
 
 def test_lockdown_survives_restart(daemon: DaemonProcess) -> None:
     """Lockdown revokes everything, refuses new requests, and is still on after a restart."""
-    _, grant = cli_json(
-        daemon.home,
-        "request",
-        "sentry",
-        "errors:read",
-        "--ttl",
-        "30m",
-        "--reason",
-        "r",
-        "--as",
-        "sentry",
+    _, grant = request_cli(
+        daemon.home, "sentry", "errors:read", "30m", as_="sentry", reason="r"
     )
-    _, pending = cli_json(
-        daemon.home,
-        "request",
-        "model-host",
-        "prompts:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "model-host",
+    _, pending = request_cli(
+        daemon.home, "model-host", "prompts:read", "5m", as_="model-host", reason="r"
     )
     code, out = cli_json(
         daemon.home, "lockdown", "--reason", "breach", "--as", "oncall"
@@ -243,34 +182,16 @@ def test_lockdown_survives_restart(daemon: DaemonProcess) -> None:
     code, out = cli_json(daemon.home, "lockdown", "--reason", "again", "--as", "oncall")
     assert code == 1 and out["error"]["code"] == "conflict"
     daemon.restart()
-    code, out = cli_json(
-        daemon.home,
-        "request",
-        "sentry",
-        "errors:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "sentry",
+    code, out = request_cli(
+        daemon.home, "sentry", "errors:read", "5m", as_="sentry", reason="r"
     )
     assert code == 1 and out["error"]["code"] == "lockdown"
     code, out = cli_json(daemon.home, "lift", "--as", "oncall")
     assert code == 1 and out["error"]["code"] == "forbidden"
     code, _ = cli_json(daemon.home, "lift", "--as", "admin")
     assert code == 0
-    code, out = cli_json(
-        daemon.home,
-        "request",
-        "sentry",
-        "errors:read",
-        "--ttl",
-        "5m",
-        "--reason",
-        "r",
-        "--as",
-        "sentry",
+    code, out = request_cli(
+        daemon.home, "sentry", "errors:read", "5m", as_="sentry", reason="r"
     )
     assert code == 0 and out["state"] == "active"
     with daemon.client() as client:
@@ -292,17 +213,8 @@ def test_short_grant_expires_on_time_and_watch_sees_it(daemon: DaemonProcess) ->
     watch = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # the subscription is in place before the grant is made
-        _, out = cli_json(
-            daemon.home,
-            "request",
-            "braintree",
-            "payments:read",
-            "--ttl",
-            "2s",
-            "--reason",
-            "r",
-            "--as",
-            "braintree",
+        _, out = request_cli(
+            daemon.home, "braintree", "payments:read", "2s", as_="braintree", reason="r"
         )
         assert watch.stdout is not None
         deadline = time.monotonic() + 10
