@@ -109,11 +109,19 @@ class Client:
         self._public = public
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
+        self._keys = (server_key, public, secret)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._connect()
+
+    def _connect(self) -> None:
+        # IMMEDIATE: a message is queued only on a connection whose handshake
+        # is done, so nothing waits in the socket for a daemon that is down
+        # and gets carried out, unseen, when it comes back.
         self._socket = self._context.socket(zmq.DEALER)
-        _secure(self._socket, server_key, public, secret)
+        _secure(self._socket, *self._keys)
+        self._socket.setsockopt(zmq.IMMEDIATE, 1)
         self._monitor = self._socket.get_monitor_socket(_AUTH_EVENTS)
-        self._socket.connect(endpoint)
+        self._socket.connect(self.endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -178,11 +186,32 @@ class Client:
             raise Unreachable(f"no daemon is listening at {self.endpoint}")
         rid = request_id or self.new_id()
         message = {"v": PROTOCOL_VERSION, "id": rid, "op": op, "args": args or {}}
-        self._socket.send_multipart([b"", encode(message)])
-        return self._wait(rid, self.timeout_s if timeout_s is None else timeout_s)
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + wait_s
+        try:
+            self._send(encode(message), deadline)
+            return self._wait(rid, deadline)
+        except Unreachable as exc:
+            # Start afresh: nothing of this call stays queued, and a late reply
+            # goes to a socket that no longer exists.
+            self.close()
+            self._connect()
+            raise Unreachable(f"{exc.message} within {wait_s:g}s") from None
 
-    def _wait(self, rid: str, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
+    def _send(self, payload: bytes, deadline: float) -> None:
+        while True:
+            try:
+                self._socket.send_multipart([b"", payload], zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unreachable(f"could not connect to the daemon at {self.endpoint}")
+            if self._monitor.poll(min(10, max(1, int(left * 1000)))):
+                self._check_monitor()
+
+    def _wait(self, rid: str, deadline: float) -> dict[str, Any]:
         while (left := deadline - time.monotonic()) > 0:
             ready = dict(self._poller.poll(max(1, int(left * 1000))))
             if self._monitor in ready:
@@ -191,9 +220,7 @@ class Client:
                 reply = self._read_reply()
                 if reply is not None and reply.get("id") == rid:
                     return self._result(reply)
-        raise Unreachable(
-            f"no reply from the daemon at {self.endpoint} within {timeout_s:g}s"
-        )
+        raise Unreachable(f"no reply from the daemon at {self.endpoint}")
 
     def _check_monitor(self) -> None:
         event = recv_monitor_message(self._monitor)

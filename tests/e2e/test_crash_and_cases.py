@@ -245,3 +245,15 @@ def test_restart_starts_from_the_snapshot(daemon: DaemonProcess) -> None:
     with daemon.client() as client:
         live = {g["grant_id"] for g in client.list()["grants"]}
     assert live == {g["grant"]["grant_id"] for g in grants}
+
+
+def test_call_reported_unreachable_is_never_carried_out_later(daemon: DaemonProcess) -> None:
+    """A revoke reported unreachable while the daemon was down does not happen when it returns."""
+    with daemon.client("oncall", timeout_s=1.0) as client:
+        grant = client.request("sentry", ["errors:read"], ttl="1h", reason="x")["grant"]
+        daemon.kill()
+        with pytest.raises(Unreachable):
+            client.revoke(grant["grant_id"], "while down")
+        daemon.start()
+        time.sleep(0.5)
+        assert client.get(grant["grant_id"])["grant"]["state"] == "active"
