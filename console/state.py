@@ -24,12 +24,17 @@ from keyturn.shared.model import Grant, GrantState, Request, RequestState
 __all__ = [
     "ENDED_LINGER_S",
     "EVENT_LOG_SIZE",
+    "GRANT_ORDERS",
+    "REQUEST_ORDERS",
     "SPAWN_GLOW_S",
     "Counts",
     "LiveState",
     "Lockdown",
+    "ParsedRecord",
+    "PreparedSnapshot",
     "StateChange",
     "grant_text",
+    "parse_records",
     "request_text",
 ]
 
@@ -104,12 +109,96 @@ def request_text(request: Request) -> str:
     )
 
 
-def _by_time_left(grant: Grant) -> SortKey:
-    return (grant.expires_at,)
+_STATE_RANK = {
+    GrantState.ACTIVE: 0,
+    GrantState.REVOKING: 1,
+    GrantState.EXPIRED: 2,
+    GrantState.REVOKED: 3,
+    GrantState.RELEASED: 4,
+}
+
+GRANT_ORDERS: dict[str, Callable[[Grant], SortKey]] = {
+    "left": lambda grant: (grant.expires_at,),
+    "vendor": lambda grant: (grant.vendor, grant.expires_at),
+    "state": lambda grant: (_STATE_RANK[grant.state], grant.expires_at),
+    "by": lambda grant: (grant.requested_by, grant.expires_at),
+}
+"""The orders the grants table offers: time left first, then by column."""
+
+REQUEST_ORDERS: dict[str, Callable[[Request], SortKey]] = {
+    "age": lambda request: (request.requested_at,),
+    "vendor": lambda request: (request.vendor, request.requested_at),
+    "by": lambda request: (request.requested_by, request.requested_at),
+}
+"""The orders of the pending requests: oldest first, then by column."""
 
 
-def _by_age(request: Request) -> SortKey:
-    return (request.requested_at,)
+def grant_index() -> SortedIndex[Grant]:
+    """An empty index of grants in every order."""
+    return SortedIndex(GRANT_ORDERS, grant_text, "left")
+
+
+def request_index() -> SortedIndex[Request]:
+    """An empty index of pending requests in every order."""
+    return SortedIndex(REQUEST_ORDERS, request_text, "age")
+
+
+@dataclass(slots=True)
+class PreparedSnapshot:
+    """A snapshot parsed and indexed, ready to replace a state in one step.
+
+    Preparing costs about a second at 100,000 grants; the daemon link does it
+    in its own thread so that the console stays responsive meanwhile.
+    """
+
+    snapshot: dict[str, Any]
+    grants: dict[str, Grant]
+    requests: dict[str, Request]
+    grant_index: SortedIndex[Grant]
+    request_index: SortedIndex[Request]
+
+    @classmethod
+    def build(cls, snapshot: dict[str, Any]) -> PreparedSnapshot:
+        """Parse a ``snapshot`` reply and index its live grants and pending requests."""
+        grants = _parse_all(snapshot.get("grants"), Grant.from_wire, "grant_id")
+        requests = _parse_all(snapshot.get("requests"), Request.from_wire, "request_id")
+        live = {gid: grant for gid, grant in grants.items() if grant.is_live}
+        pending = {
+            rid: r for rid, r in requests.items() if r.state is RequestState.PENDING
+        }
+        grants_in_order = grant_index()
+        grants_in_order.rebuild(live)
+        requests_in_order = request_index()
+        requests_in_order.rebuild(pending)
+        return cls(snapshot, live, pending, grants_in_order, requests_in_order)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRecord:
+    """A record with its grant and request already built from their wire maps."""
+
+    record: dict[str, Any]
+    grant: Grant | None
+    """The record's grant, or None (none, or malformed)."""
+    request: Request | None
+
+
+def parse_records(records: Iterable[dict[str, Any]]) -> list[ParsedRecord]:
+    """Build the objects records carry; the daemon link does it off the UI thread."""
+    parsed = []
+    for record in records:
+        grant = record.get("grant")
+        request = record.get("request")
+        parsed.append(
+            ParsedRecord(
+                record,
+                _parse(grant, Grant.from_wire) if isinstance(grant, dict) else None,
+                _parse(request, Request.from_wire)
+                if isinstance(request, dict)
+                else None,
+            )
+        )
+    return parsed
 
 
 class LiveState:
@@ -134,8 +223,8 @@ class LiveState:
         self.seq = 0
         self.boot_id = ""
         self.loaded = False
-        self.grant_index: SortedIndex[Grant] = SortedIndex(_by_time_left, grant_text)
-        self.request_index: SortedIndex[Request] = SortedIndex(_by_age, request_text)
+        self.grant_index = grant_index()
+        self.request_index = request_index()
         self.recent: deque[dict[str, Any]] = deque(maxlen=EVENT_LOG_SIZE)
         self._spawned: dict[str, float] = {}
         self._spawn_order: deque[tuple[float, str]] = deque()
@@ -144,24 +233,28 @@ class LiveState:
         self._revoking: set[str] = set()
 
     def load(self, snapshot: dict[str, Any], now: float) -> None:
-        """Replace everything with a ``snapshot`` reply.
+        """Replace everything with a ``snapshot`` reply (see :meth:`install`)."""
+        self.install(PreparedSnapshot.build(snapshot), now)
+
+    def install(self, prepared: PreparedSnapshot, now: float) -> None:
+        """Replace everything with a prepared snapshot.
 
         Grants that appear in it but were not in the previous copy are
         highlighted as new; grants that are missing from it are dropped at
-        once, so a copy never shows a grant the daemon no longer has.
+        once, so a copy never shows a grant the daemon no longer has. The
+        tables keep their order, direction and filter.
         """
-        grants = _parse_all(snapshot.get("grants"), Grant.from_wire, "grant_id")
-        requests = _parse_all(snapshot.get("requests"), Request.from_wire, "request_id")
-        self._reset_marks(grants, now)
-        self.grants = {gid: g for gid, g in grants.items() if g.is_live}
-        self.requests = {
-            rid: r for rid, r in requests.items() if r.state is RequestState.PENDING
-        }
+        self._reset_marks(prepared.grants, now)
+        prepared.grant_index.adopt_view(self.grant_index)
+        prepared.request_index.adopt_view(self.request_index)
+        self.grants = prepared.grants
+        self.requests = prepared.requests
+        self.grant_index = prepared.grant_index
+        self.request_index = prepared.request_index
         self._revoking = {
             gid for gid, g in self.grants.items() if g.state is GrantState.REVOKING
         }
-        self.grant_index.rebuild(self.grants)
-        self.request_index.rebuild(self.requests)
+        snapshot = prepared.snapshot
         self.lockdown = Lockdown.from_wire(snapshot.get("lockdown"))
         self.seq = int(snapshot.get("seq") or 0)
         self.boot_id = str(snapshot.get("boot_id") or "")
@@ -169,9 +262,13 @@ class LiveState:
 
     def apply(self, records: Iterable[dict[str, Any]], now: float) -> StateChange:
         """Apply records in order (the sequencer already checked their ``seq``)."""
+        return self.apply_parsed(parse_records(records), now)
+
+    def apply_parsed(self, parsed: Iterable[ParsedRecord], now: float) -> StateChange:
+        """Apply records whose objects were already built (see :func:`parse_records`)."""
         change = StateChange()
-        for record in records:
-            self._apply_one(record, now, change)
+        for item in parsed:
+            self._apply_one(item, now, change)
         return change
 
     def sweep(self, now: float) -> bool:
@@ -185,10 +282,10 @@ class LiveState:
             at, gid = self._end_order.popleft()
             if self._ended.get(gid) == at:
                 gone.append(gid)
+        leaving = [(gid, self.grants.pop(gid)) for gid in gone if gid in self.grants]
         for gid in gone:
             del self._ended[gid]
-            self.grants.pop(gid, None)
-        self.grant_index.remove_many(gone)
+        self.grant_index.remove_many(leaving)
         return bool(gone)
 
     def is_new(self, grant_id: str) -> bool:
@@ -218,18 +315,17 @@ class LiveState:
         self._ended.clear()
         self._end_order.clear()
 
-    def _apply_one(
-        self, record: dict[str, Any], now: float, change: StateChange
-    ) -> None:
+    def _apply_one(self, item: ParsedRecord, now: float, change: StateChange) -> None:
+        record = item.record
         seq = record.get("seq")
         if isinstance(seq, int):
             self.seq = max(self.seq, seq)
         self.recent.appendleft(record)
         change.records.append(record)
-        if isinstance(record.get("request"), dict):
-            change.requests |= self._put_request(record["request"])
-        if isinstance(record.get("grant"), dict):
-            change.grants |= self._put_grant(record["grant"], now)
+        if item.request is not None:
+            change.requests |= self._put_request(item.request)
+        if item.grant is not None:
+            change.grants |= self._put_grant(item.grant, now)
         kind = record.get("type")
         if kind == "lockdown.engaged":
             self.lockdown = Lockdown(
@@ -243,24 +339,20 @@ class LiveState:
             self.lockdown = Lockdown()
             change.lockdown = True
 
-    def _put_request(self, data: dict[str, Any]) -> bool:
-        request = _parse(data, Request.from_wire)
-        if request is None:
-            return False
+    def _put_request(self, request: Request) -> bool:
         rid = request.request_id
+        old = self.requests.get(rid)
         if request.state is RequestState.PENDING:
             self.requests[rid] = request
-            self.request_index.put(rid, request)
+            self.request_index.put(rid, request, old)
             return True
-        if self.requests.pop(rid, None) is None:
+        if old is None:
             return False
-        self.request_index.remove(rid)
+        del self.requests[rid]
+        self.request_index.remove(rid, old)
         return True
 
-    def _put_grant(self, data: dict[str, Any], now: float) -> bool:
-        grant = _parse(data, Grant.from_wire)
-        if grant is None:
-            return False
+    def _put_grant(self, grant: Grant, now: float) -> bool:
         gid = grant.grant_id
         known = self.grants.get(gid)
         if not grant.is_live:
@@ -271,7 +363,7 @@ class LiveState:
             return False
         self._set_revoking(gid, grant.state is GrantState.REVOKING)
         self.grants[gid] = grant
-        self.grant_index.put(gid, grant)
+        self.grant_index.put(gid, grant, known)
         return True
 
     def _end_grant(self, grant: Grant, known: Grant | None, now: float) -> bool:
@@ -282,7 +374,7 @@ class LiveState:
         self.grants[gid] = grant
         self._ended[gid] = now
         self._end_order.append((now, gid))
-        self.grant_index.put(gid, grant)
+        self.grant_index.put(gid, grant, known)
         return True
 
     def _mark_spawned(self, gid: str, now: float) -> None:
