@@ -542,6 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     wants_json = getattr(args, "json", False)
+    if args.command != "daemon":
+        logging.basicConfig(
+            level=logging.WARNING, format="keyturn: warning: %(message)s"
+        )
     try:
         return int(args.func(args))
     except KeyturnError as exc:
@@ -549,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, KeyFileError) as exc:
         return _fail(wants_json, "usage", str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`keyturn ls | head`): not an error of ours.
+        sys.stderr.close()
         return EXIT_OK
 
 

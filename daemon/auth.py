@@ -19,14 +19,18 @@ from zmq.utils import z85
 
 from keyturn.shared.config import Identity
 from keyturn.shared.keys import fingerprint
+from keyturn.shared.model import Role
 
-__all__ = ["ZAP_DOMAIN", "ZapHandler"]
+__all__ = ["API_DOMAIN", "EVENTS_DOMAIN", "HandshakeWatch", "ZapHandler"]
 
 logger = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-ZAP_DOMAIN = b"keyturn"
-"""Set on every server socket so that ZAP is always consulted."""
+API_DOMAIN = b"keyturn.api"
+"""ZAP domain of the API socket: every configured identity."""
+EVENTS_DOMAIN = b"keyturn.events"
+"""ZAP domain of the event stream: every identity but vendors' requesters, since
+events name every vendor's grants and reasons."""
 _CURVE_KEY_BYTES = 32
 
 
@@ -61,7 +65,7 @@ class ZapHandler:
     def _answer(self, frames: list[bytes]) -> list[bytes]:
         if len(frames) < 6:
             return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
-        version, request_id, _domain, address, _routing, mechanism = frames[:6]
+        version, request_id, domain, address, _routing, mechanism = frames[:6]
         credentials = frames[6:]
         if (
             mechanism != b"CURVE"
@@ -85,6 +89,15 @@ class ZapHandler:
             )
             self.refused += 1
             return [version, request_id, b"400", b"unknown key", b"", b""]
+        if domain != API_DOMAIN and identity.role is Role.REQUESTER:
+            logger.warning(
+                "refused %s (%s) on the event stream: requesters see only their own "
+                "requests, through the API",
+                identity.name,
+                fingerprint(key),
+            )
+            self.refused += 1
+            return [version, request_id, b"400", b"not for requesters", b"", b""]
         logger.debug(
             "accepted %s (%s) at the handshake", identity.name, fingerprint(key)
         )
@@ -124,6 +137,19 @@ class HandshakeWatch:
         }
         self._last_logged: dict[tuple[str, int], float] = {}
         self._suppressed: dict[tuple[str, int], int] = {}
+
+    def add(self, name: str, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        """Watch one more socket; returns its monitor, to be polled."""
+        monitor = sock.get_monitor_socket(HANDSHAKE_FAILURES)
+        self.monitors[monitor] = name
+        return monitor
+
+    def remove(self, name: str, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        """Stop watching a socket; returns its monitor, for the caller to close."""
+        sock.disable_monitor()
+        monitor = next(m for m, n in self.monitors.items() if n == name)
+        del self.monitors[monitor]
+        return monitor
 
     def handle_ready(self, monitor: zmq.Socket[bytes], now: float) -> None:
         """Read the monitor's events and log the refusals."""

@@ -19,13 +19,22 @@ from keyturn.shared import __version__
 from keyturn.shared.config import Identity
 from keyturn.shared.durations import format_duration, parse_duration
 from keyturn.shared.errors import BadInput, Refused
-from keyturn.shared.model import Grant, GrantState, Request, RequestState, Role
+from keyturn.shared.model import (
+    Grant,
+    GrantState,
+    Request,
+    RequestState,
+    Role,
+    scope_matches,
+)
 from keyturn.shared.protocol import Args
 from keyturn.shared.tokens import TokenInvalid, verify_token
 
 __all__ = ["HANDLERS", "MUTATING_OPS", "Context"]
 
 _DECIDERS = (Role.ADMIN, Role.APPROVER)
+MAX_PENDING_PER_IDENTITY = 100
+"""Requests one identity may have waiting at once; more would flood the approvers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +124,8 @@ def op_request(ctx: Context, args: Args) -> dict[str, Any]:
     Errors: ``forbidden`` (auditor, viewer, or another vendor's requester),
     ``unknown_vendor``, ``invalid_scope``, ``bad_duration``,
     ``scope_not_allowed``, ``duration_exceeds_max``, ``lockdown``,
-    ``policy_denied`` (recorded; its ``request_id`` is in the error).
+    ``policy_denied`` (recorded; its ``request_id`` is in the error),
+    ``too_many_pending``.
     """
     ctx.require("request", Role.ADMIN, Role.APPROVER, Role.REQUESTER)
     vendor_id = args.text("vendor")
@@ -163,6 +173,12 @@ def op_request(ctx: Context, args: Args) -> dict[str, Any]:
             "grant": grant.to_wire(),
             "token": ctx.core.token(grant),
         }
+    if ctx.core.ledger.pending_of(ctx.name) >= MAX_PENDING_PER_IDENTITY:
+        raise Refused(
+            "too_many_pending",
+            f"{ctx.name} already has {MAX_PENDING_PER_IDENTITY} requests waiting for a "
+            "decision; cancel some or wait",
+        )
     ctx.core.emit("request.created", ctx.name, request=request, rule=decision.rule)
     ctx.core.scheduler.add("request", request.request_id, request.expires_at)
     return {"request": request.to_wire()}
@@ -280,6 +296,13 @@ def op_extend(ctx: Context, args: Args) -> dict[str, Any]:
             "forbidden", f"identity {ctx.name!r} may not extend grant {grant.grant_id}"
         )
     _refuse_in_lockdown(ctx, "extensions")
+    vendor = ctx.core.config.vendors.get(grant.vendor)
+    for scope in grant.scopes:
+        if vendor is None or not any(scope_matches(p, scope) for p in vendor.scopes):
+            raise Refused(
+                "scope_not_allowed",
+                f"vendor {grant.vendor!r} may no longer hold {scope!r}; the grant is not extended",
+            )
     target = grant.expires_at + by_s
     new_expiry = min(target, grant.max_expires_at)
     if new_expiry <= grant.expires_at:

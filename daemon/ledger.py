@@ -8,7 +8,8 @@ restart is the state before it, by construction.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from keyturn.shared.model import Grant, GrantState, Request, RequestState
@@ -43,11 +44,12 @@ class Ledger:
         self.lockdown: dict[str, Any] = dict(_NO_LOCKDOWN)
         self.seq = 0
         self._revoking: set[str] = set()
+        self._pending_by: Counter[str] = Counter()
 
     def load(
         self,
-        grants: dict[str, Grant],
-        requests: dict[str, Request],
+        grants: Mapping[str, Grant],
+        requests: Mapping[str, Request],
         lockdown: dict[str, Any],
         seq: int,
     ) -> None:
@@ -93,9 +95,12 @@ class Ledger:
 
     def _put_request(self, request: Request) -> None:
         if request.state is RequestState.PENDING:
+            if request.request_id not in self.requests:
+                self._pending_by[request.requested_by] += 1
             self.requests[request.request_id] = request
             return
-        self.requests.pop(request.request_id, None)
+        if self.requests.pop(request.request_id, None) is not None:
+            self._pending_by[request.requested_by] -= 1
         self.decided_requests[request.request_id] = request
         self.decided_requests.move_to_end(request.request_id)
         _trim(self.decided_requests)
@@ -134,6 +139,10 @@ class Ledger:
             if request.decided_at >= cutoff:
                 break
             self.decided_requests.popitem(last=False)
+
+    def pending_of(self, identity: str) -> int:
+        """How many requests of an identity wait for a decision."""
+        return self._pending_by[identity]
 
     def counts(self) -> dict[str, int]:
         """Live grants by state, and pending requests."""

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import hashlib
 import logging
 import os
 import signal
 import socket
+import sys
 import time
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from keyturn.daemon.auth import ZAP_DOMAIN, HandshakeWatch, ZapHandler
+from keyturn.daemon.auth import API_DOMAIN, EVENTS_DOMAIN, HandshakeWatch, ZapHandler
 from keyturn.daemon.core import SYSTEM, Core
 from keyturn.daemon.handlers import HANDLERS, MUTATING_OPS, Context
 from keyturn.daemon.journal import Journal, JournalDamaged
@@ -40,6 +42,7 @@ from keyturn.shared.keys import (
     fingerprint,
     load_curve_secret,
     load_signing_keys,
+    load_verify_keys,
 )
 from keyturn.shared.protocol import client_id_of, error_reply, ok_reply, parse_message
 
@@ -59,7 +62,10 @@ DEDUPE_WINDOW_S = 600.0
 """A retried call with the same id is answered from memory for this long..."""
 DEDUPE_MAX = 100_000
 """...or until this many newer calls pushed it out."""
-SNAPSHOT_RETRY_S = 30.0
+SNAPSHOT_QUIET_S = 1.0
+"""A snapshot starts only when no deadline falls within this long: it slows the loop."""
+SWITCH_INTERVAL_S = 0.0005
+"""How soon the snapshot thread must hand the interpreter back to the loop."""
 
 
 class StartupError(Exception):
@@ -89,7 +95,7 @@ class Daemon:
         self._config_stamp: tuple[int, int, int] | None = None
         self._next_snapshot = 0.0
         self._next_housekeeping = 0.0
-        self.writer = SnapshotWriter(self.home.snapshot)
+        self.writer = SnapshotWriter(self.home.snapshot, self._sign_snapshot)
         self._ipc_paths: list[Path] = []
         self._keys_stamp = 0
 
@@ -110,7 +116,14 @@ class Daemon:
             raise StartupError(f"key material: {exc}") from exc
         self._keys_stamp = self.home.signing.stat().st_mtime_ns
         journal = Journal(self.home.journal)
-        ledger, cut = self._recover(journal)
+        gc.disable()  # replay makes millions of objects that all live on
+        try:
+            ledger, cut = self._recover(journal)
+        finally:
+            gc.enable()
+        gc.collect()
+        gc.freeze()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.core = Core(config, journal, ledger, signing)
         self.runner = Runner()
         self.core.runner = self.runner
@@ -158,7 +171,7 @@ class Daemon:
         ledger = Ledger()
         start = (0, journal.head, 0)
         try:
-            snap = load_snapshot(self.home.snapshot)
+            snap = load_snapshot(self.home.snapshot, load_verify_keys(self.home))
         except ValueError as exc:
             logger.warning("snapshot unreadable, replaying the whole journal: %s", exc)
             snap = None
@@ -191,45 +204,61 @@ class Daemon:
         return ledger, None
 
     def _bind(self, public: bytes, secret: bytes) -> None:
-        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self.zap = ZapHandler(context, lambda: self.core.config.by_key)
-        self.router = self._server_socket(context, zmq.ROUTER, public, secret)
-        self.router.maxmsgsize = MAX_MESSAGE_BYTES
-        self.router.rcvhwm = 10_000
-        self.pub = self._server_socket(context, zmq.PUB, public, secret)
-        self.pub.sndhwm = 100_000
-        config = self.core.config
-        for which, sock in (("api", self.router), ("events", self.pub)):
-            endpoint = config.endpoint(which, self.home.root)
-            if endpoint.startswith("ipc://"):
-                path = Path(endpoint[len("ipc://") :])
-                if len(str(path)) > 100:
-                    raise StartupError(
-                        f"{endpoint}: ipc paths are limited to about 100 characters"
-                    )
-                self._ipc_paths.append(path)
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError as exc:
-                raise StartupError(
-                    f"cannot bind {which} endpoint {endpoint}: {exc}"
-                ) from exc
-            if endpoint.startswith("ipc://"):
-                os.chmod(endpoint[len("ipc://") :], 0o600)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._curve = (public, secret)
+        self.zap = ZapHandler(self._context, lambda: self.core.config.by_key)
+        self.router = self._open("api", zmq.ROUTER, API_DOMAIN)
+        self.pub = self._open("events", zmq.PUB, EVENTS_DOMAIN)
         self.publisher = Publisher(self.pub, self.core.boot_id)
         self.handshakes = HandshakeWatch({"api": self.router, "events": self.pub})
 
-    @staticmethod
-    def _server_socket(
-        context: zmq.Context[zmq.Socket[bytes]], kind: int, public: bytes, secret: bytes
-    ) -> zmq.Socket[bytes]:
-        sock: zmq.Socket[bytes] = context.socket(kind)
+    def _open(self, which: str, kind: int, domain: bytes) -> zmq.Socket[bytes]:
+        """A CurveZMQ server socket, bound (the ZAP handler is bound before it)."""
+        sock: zmq.Socket[bytes] = self._context.socket(kind)
         sock.linger = 0
-        sock.zap_domain = ZAP_DOMAIN
+        sock.zap_domain = domain
         sock.curve_server = True
-        sock.curve_publickey = public
-        sock.curve_secretkey = secret
+        sock.curve_publickey, sock.curve_secretkey = self._curve
+        # Options must be set before bind: the listener copies them then.
+        if kind == zmq.PUB:
+            sock.sndhwm = 100_000
+        else:
+            sock.maxmsgsize = MAX_MESSAGE_BYTES
+            sock.rcvhwm = 10_000
+        endpoint = self.core.config.endpoint(which, self.home.root)
+        if endpoint.startswith("ipc://"):
+            path = Path(endpoint[len("ipc://") :])
+            if len(str(path)) > 100:
+                raise StartupError(
+                    f"{endpoint}: ipc paths are limited to about 100 characters"
+                )
+            if path not in self._ipc_paths:
+                self._ipc_paths.append(path)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise StartupError(
+                f"cannot bind {which} endpoint {endpoint}: {exc}"
+            ) from exc
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://") :], 0o600)
         return sock
+
+    def _rebind_events(self) -> None:
+        """Drop every subscriber: each reconnects and is authorised afresh.
+
+        A PUB socket cannot close one peer's connection, so when a key leaves
+        the configuration the event stream is bound anew; subscribers notice
+        the gap in ``seq`` and take a snapshot.
+        """
+        old_monitor = self.handshakes.remove("events", self.pub)
+        self._poller.unregister(old_monitor)
+        old_monitor.close(linger=0)
+        self.pub.close(linger=0)
+        self.pub = self._open("events", zmq.PUB, EVENTS_DOMAIN)
+        self.publisher.socket = self.pub
+        self._poller.register(self.handshakes.add("events", self.pub), zmq.POLLIN)
+        logger.info("event stream bound anew: every subscriber is authorised again")
 
     def _after_recovery(self, cut: tuple[int, str] | None) -> None:
         core = self.core
@@ -264,7 +293,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, lambda *_: self._reload_config(force=True))
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap.socket, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
@@ -450,8 +479,15 @@ class Daemon:
             self._reload_config()
             self._dedupe_expire()
             self.core.ledger.forget_old()
+            # Grants live for minutes; a full collection that walks 100,000 of
+            # them stalls the loop for a quarter of a second. Frozen objects
+            # are still freed by reference counting, and the state holds no
+            # cycles.
+            gc.freeze()
+        due = self.core.scheduler.next_in()
         if (
-            now >= self._next_snapshot
+            (due is None or due > SNAPSHOT_QUIET_S)
+            and now >= self._next_snapshot
             and self.writer.written_seq < self.core.ledger.seq
         ):
             # A snapshot of a large state takes a while to write; spacing writes
@@ -465,10 +501,16 @@ class Daemon:
         while self._dedupe and next(iter(self._dedupe.values())).at < cutoff:
             self._dedupe.popitem(last=False)
 
+    def _sign_snapshot(self, message: bytes) -> tuple[str, bytes]:
+        signer = self.core.signer
+        return signer.key_id, signer.private.sign(message)
+
     def _snapshot(self) -> SnapshotData:
+        # Copies of the dicts (the objects are immutable) are all the loop pays;
+        # the writer thread merges and serialises them.
         ledger = self.core.ledger
-        grants = {**ledger.ended_grants, **ledger.grants}
-        requests = {**ledger.decided_requests, **ledger.requests}
+        grants = ChainMap(ledger.grants.copy(), ledger.ended_grants.copy())
+        requests = ChainMap(ledger.requests.copy(), ledger.decided_requests.copy())
         journal = self.core.journal
         return SnapshotData(
             ledger.seq,
@@ -527,7 +569,10 @@ class Daemon:
                 exc,
             )
             return
+        removed = set(self.core.config.by_key) - set(config.by_key)
         self.core.config = config
+        if removed and hasattr(self, "_poller"):
+            self._rebind_events()
         self.core.emit(
             "config.reloaded",
             SYSTEM,

@@ -12,6 +12,7 @@ Tables: ``meta`` (one document: ``seq``, ``offset``, ``head``, ``lockdown``),
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tinydb import TinyDB
+from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 
 from keyturn.shared.model import Grant, Request
@@ -43,6 +47,8 @@ class AtomicJSONStorage(Storage):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.digest = b""
+        """SHA-256 of the file as last written."""
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         """Return the stored tables, or None for a missing or empty file."""
@@ -60,10 +66,12 @@ class AtomicJSONStorage(Storage):
     def write(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the file atomically with ``data``."""
         temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with open(temporary, "wb") as raw:
+            handle = _HashingWriter(raw)
             _write_tables(handle, data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
+        self.digest = handle.hash.digest()
         os.replace(temporary, self.path)
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
@@ -73,6 +81,64 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         """Nothing stays open between writes."""
+
+
+class _HashingWriter:
+    """Writes text as UTF-8 and hashes what it writes."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.hash.update(data)
+        self.raw.write(data)
+
+
+def signed_message(digest: bytes) -> bytes:
+    """What a snapshot's signature covers: the SHA-256 of the whole file."""
+    return b"keyturn-snapshot\x00" + digest
+
+
+def _signature_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sig")
+
+
+def _write_signature(path: Path, kid: str, signature: bytes, digest: bytes) -> None:
+    target = _signature_path(path)
+    temporary = target.with_suffix(".tmp")
+    body = json.dumps({"sha256": digest.hex(), "kid": kid, "sig": signature.hex()})
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+
+
+def check_signature(path: Path, keys: Mapping[str, Ed25519PublicKey]) -> None:
+    """Check that the snapshot is the one the daemon wrote and signed.
+
+    Raises:
+        ValueError: no signature, an unknown key, or a file that does not match it.
+    """
+    try:
+        meta = json.loads(_signature_path(path).read_text(encoding="utf-8"))
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        public = keys[meta["kid"]]
+        public.verify(bytes.fromhex(meta["sig"]), signed_message(digest))
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: no signature beside it") from exc
+    except KeyError as exc:
+        raise ValueError(f"{path}: signed by an unknown key") from exc
+    except (InvalidSignature, json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: does not match its signature (changed since written)"
+        ) from exc
+    if meta.get("sha256") != digest.hex():
+        raise ValueError(
+            f"{path}: does not match its signature (changed since written)"
+        )
 
 
 def _write_tables(handle: Any, data: Mapping[str, Mapping[str, Any]]) -> None:
@@ -104,8 +170,8 @@ class SnapshotData:
     head: bytes
     """Chain hash of record ``seq``."""
     lockdown: dict[str, Any]
-    grants: dict[str, Grant] = field(default_factory=dict)
-    requests: dict[str, Request] = field(default_factory=dict)
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    requests: Mapping[str, Request] = field(default_factory=dict)
 
 
 def _to_tables(snap: SnapshotData) -> dict[str, Mapping[str, Any]]:
@@ -129,8 +195,8 @@ class _Lazy(Mapping[str, Any]):
     documents are numbered in order; the object's own id is a field inside.
     """
 
-    def __init__(self, objects: dict[str, Grant] | dict[str, Request]) -> None:
-        self._objects = list(objects.values())
+    def __init__(self, objects: Mapping[str, Grant] | Mapping[str, Request]) -> None:
+        self._objects: list[Grant | Request] = list(objects.values())
 
     def __getitem__(self, key: str) -> Any:
         return self._objects[int(key) - 1].to_wire()
@@ -145,15 +211,20 @@ class _Lazy(Mapping[str, Any]):
         return ((str(n), obj.to_wire()) for n, obj in enumerate(self._objects, start=1))
 
 
-def load_snapshot(path: Path) -> SnapshotData | None:
+def load_snapshot(
+    path: Path, keys: Mapping[str, Ed25519PublicKey]
+) -> SnapshotData | None:
     """Read the snapshot through TinyDB, or None when there is none.
 
     Raises:
-        ValueError: the file exists but is not a readable snapshot.
+        ValueError: the file exists but is not a readable snapshot, or is not
+            the one the daemon signed.
     """
     if not path.exists():
         return None
-    db = TinyDB(path, storage=AtomicJSONStorage)
+    check_signature(path, keys)
+    # The cache parses the file once, not once per table.
+    db = TinyDB(path, storage=CachingMiddleware(AtomicJSONStorage))  # type: ignore[no-untyped-call]
     try:
         metas = db.table("meta").all()
         if not metas:
@@ -185,16 +256,21 @@ class SnapshotWriter:
 
     Args:
         path: The snapshot file.
+        sign: Signs a message with the daemon's key; returns (key id, signature).
         on_error: Called (in the writer thread) with the exception of a failed write.
     """
 
     def __init__(
-        self, path: Path, on_error: Callable[[Exception], None] | None = None
+        self,
+        path: Path,
+        sign: Callable[[bytes], tuple[str, bytes]],
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.path = path
         self._storage = AtomicJSONStorage(path)
         self._thread: threading.Thread | None = None
         self._on_error = on_error
+        self._sign = sign
         self.written_seq = 0
         self.last_duration_s = 0.0
         """How long the last write took; the daemon spaces writes by it."""
@@ -228,6 +304,9 @@ class SnapshotWriter:
         began = time.monotonic()
         try:
             self._storage.write(_to_tables(snap))
+            digest = self._storage.digest
+            kid, signature = self._sign(signed_message(digest))
+            _write_signature(self.path, kid, signature, digest)
             self.written_seq = snap.seq
             self.last_duration_s = time.monotonic() - began
         except Exception as exc:  # noqa: BLE001 - reported, the journal still holds everything

@@ -27,7 +27,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from keyturn.shared.codec import decode_record, encode
-from keyturn.shared.config import load_config
+from keyturn.shared.config import DEFAULT_API, DEFAULT_EVENTS, ConfigError, load_config
 from keyturn.shared.errors import Refused, Unreachable, error_from_reply
 from keyturn.shared.keys import Home, fingerprint, load_curve_public, load_curve_secret
 from keyturn.shared.protocol import PROTOCOL_VERSION
@@ -49,24 +49,31 @@ def connect_info(
 ) -> tuple[str, str, bytes, bytes, bytes]:
     """Return (api endpoint, events endpoint, server key, public, secret) for an identity.
 
+    A configuration that is missing stops here; one that was broken while the
+    daemon runs does not: the daemon keeps the last good one, so the client
+    falls back to the default endpoints and says so, and an operator can still
+    reach it (for a lockdown, say).
+
     Raises:
-        keyturn.shared.config.ConfigError: the configuration is invalid.
+        keyturn.shared.config.ConfigError: there is no configuration.
         keyturn.shared.keys.KeyFileError: a key file is missing or loose.
     """
     from keyturn.shared.keys import default_home
 
     root = Path(home) if home is not None else default_home()
     paths = Home(root)
-    config = load_config(paths.config)
     public, secret = load_curve_secret(paths, identity)
     server = load_curve_public(paths, "daemon")
-    return (
-        config.endpoint("api", root),
-        config.endpoint("events", root),
-        server,
-        public,
-        secret,
-    )
+    try:
+        config = load_config(paths.config)
+        api, events = config.endpoint("api", root), config.endpoint("events", root)
+    except ConfigError as exc:
+        if not paths.config.exists():
+            raise
+        logger.warning("%s; using the default endpoints", exc)
+        api = DEFAULT_API.replace("{home}", str(root))
+        events = DEFAULT_EVENTS.replace("{home}", str(root))
+    return api, events, server, public, secret
 
 
 def _secure(
@@ -218,7 +225,9 @@ class Client:
                 self._check_monitor()
             if self._socket in ready:
                 reply = self._read_reply()
-                if reply is not None and reply.get("id") == rid:
+                if reply is not None and reply.get("id") in (rid, None):
+                    # An error without an id answers a message the daemon could
+                    # not read; only this call's message is in flight.
                     return self._result(reply)
         raise Unreachable(f"no reply from the daemon at {self.endpoint}")
 

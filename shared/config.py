@@ -18,6 +18,8 @@ from keyturn.shared.model import Role, validate_pattern
 
 __all__ = [
     "CONFIG_FILE",
+    "DEFAULT_API",
+    "DEFAULT_EVENTS",
     "Config",
     "ConfigError",
     "DaemonSettings",

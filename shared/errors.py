@@ -59,6 +59,7 @@ ERROR_CODES: dict[str, Category] = {
     "lockdown": Category.REFUSED,
     "conflict": Category.REFUSED,
     "duplicate_id": Category.REFUSED,
+    "too_many_pending": Category.REFUSED,
     "expired": Category.REFUSED,
     "internal": Category.INTERNAL,
 }

@@ -7,6 +7,7 @@ A request is ``{"v": 1, "id": ..., "op": ..., "args": {...}}``; a reply is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ OPS = (
 
 MAX_ID_CHARS = 64
 """Longest client request id."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""Control and bidirectional-override characters: a terminal would act on them."""
 MAX_TEXT_CHARS = 1000
 """Longest free text (reason, ticket) an argument may hold."""
 
@@ -89,6 +92,11 @@ class Args:
         if not isinstance(value, str):
             raise BadInput("bad_request", f"argument {name!r} must be a string")
         value = value.strip()
+        if _CONTROL.search(value):
+            raise BadInput(
+                "bad_request",
+                f"argument {name!r} holds control characters; send plain text",
+            )
         if len(value) > MAX_TEXT_CHARS:
             raise BadInput(
                 "bad_request", f"argument {name!r} is longer than {MAX_TEXT_CHARS}"

@@ -123,6 +123,8 @@ def _claims(token: str, keys: dict[str, Ed25519PublicKey]) -> TokenClaims:
         signature = _unb64(parts[2])
     except (ValueError, TypeError, binascii.Error, msgpack.ExtraData) as exc:
         raise TokenInvalid("token is malformed") from exc
+    if _b64(_unb64(parts[1])) != parts[1] or _b64(signature) != parts[2]:
+        raise TokenInvalid("token is not in canonical form")
     claims = _parse_claims(payload)
     public = keys.get(claims.key_id)
     if public is None:
