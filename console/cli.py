@@ -212,9 +212,11 @@ def _print_human(op: str, result: dict[str, Any]) -> None:
     if "grant" in result:
         grant = result["grant"]
         extra = " (capped at the maximum)" if result.get("capped") else ""
+        when = f"expires {rfc3339(grant['expires_at'])}"
+        if grant["state"] not in ("active", "revoking"):
+            when = f"ended {rfc3339(grant['ended_at'])}"
         print(
-            f"{op}: grant {grant['grant_id']} {grant['vendor']} is {grant['state']}, "
-            f"expires {rfc3339(grant['expires_at'])}{extra}"
+            f"{op}: grant {grant['grant_id']} {grant['vendor']} is {grant['state']}, {when}{extra}"
         )
     elif "request" in result:
         request = result["request"]

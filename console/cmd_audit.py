@@ -288,6 +288,6 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     print(f"new signing key {key.key_id} in {home.signing}")
     print(
         f"the {len(kids) - 1} older key(s) stay, so what they signed still verifies; "
-        "the daemon signs with the new key once it has loaded it (restart it)"
+        "a running daemon signs with the new key within a second"
     )
     return EXIT_OK

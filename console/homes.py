@@ -18,6 +18,7 @@ STANDARD_IDENTITIES = (
     ("oncall", "approver"),
     ("oncall2", "approver"),
     ("auditor", "auditor"),
+    ("viewer", "viewer"),
 )
 """Identities every new home gets, beside one requester per vendor."""
 

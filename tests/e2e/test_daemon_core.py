@@ -410,3 +410,11 @@ def test_running_daemon_picks_up_a_rotated_key(daemon: DaemonProcess) -> None:
         assert client.verify(old["token"])["valid"] is True
         assert client.verify(new["token"])["valid"] is True
     assert run_cli(daemon.home, "token", "verify", old["token"]).returncode == 0
+
+
+def test_viewer_reads_but_changes_nothing(daemon: DaemonProcess) -> None:
+    """The viewer identity made by init sees the state and may change none of it."""
+    code, out = cli_json(daemon.home, "ls", "--as", "viewer")
+    assert code == 0 and out == {"grants": [], "requests": []}
+    code, out = request_cli(daemon.home, "sentry", "errors:read", "5m", as_="viewer")
+    assert code == 1 and out["error"]["code"] == "forbidden"
