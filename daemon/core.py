@@ -264,6 +264,8 @@ class Core:
     def on_outcome(self, outcome: Outcome) -> None:
         """Take a provisioner run's outcome: finish, or record the failure and retry later."""
         grant = self.ledger.grants.get(outcome.grant_id)
+        # TODO(provision-grant): a failed `grant` run is recorded but the grant stays
+        # active; a vendor option should revoke it instead.
         if (
             outcome.action == "grant"
             or grant is None

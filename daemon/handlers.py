@@ -416,6 +416,8 @@ def op_snapshot(ctx: Context, args: Args) -> dict[str, Any]:
     (pending), ``now``.
     """
     ledger = ctx.core.ledger
+    # TODO(snapshot-op): at 100,000 grants this reply is tens of megabytes built in
+    # one turn of the loop; it should be sent in pages so expiry never waits on it.
     return {
         "seq": ledger.seq,
         "boot_id": ctx.core.boot_id,

@@ -182,6 +182,8 @@ def _problem(record: dict[str, Any] | None, head: bytes, last_seq: int) -> str:
     return ""
 
 
+# TODO(journal-segments): the journal grows without end; it needs segments that a
+# snapshot lets the daemon retire (and archive) so start and audit stay bounded.
 class Journal:
     """The open journal of a running daemon.
 
