@@ -88,11 +88,12 @@ def _print_json(value: Any) -> None:
 def _remaining(grant: dict[str, Any], now: float) -> float:
     if grant.get("state") not in ("active", "revoking"):
         return 0.0
-    return max(0.0, round(grant["expires_at"] - now, 3))
+    left: float = grant["expires_at"] - now
+    return max(0.0, round(left, 3))
 
 
 def _grant_row(grant: dict[str, Any], now: float) -> dict[str, Any]:
-    row = jsonable(grant)
+    row: dict[str, Any] = jsonable(grant)
     row["remaining_s"] = _remaining(grant, now)
     return row
 

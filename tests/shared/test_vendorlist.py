@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from keyturn.shared.vendorlist import (
     IMPORTED_DEFAULT_TTL,
     IMPORTED_MAX_TTL,
