@@ -247,7 +247,9 @@ def test_restart_starts_from_the_snapshot(daemon: DaemonProcess) -> None:
     assert live == {g["grant"]["grant_id"] for g in grants}
 
 
-def test_call_reported_unreachable_is_never_carried_out_later(daemon: DaemonProcess) -> None:
+def test_call_reported_unreachable_is_never_carried_out_later(
+    daemon: DaemonProcess,
+) -> None:
     """A revoke reported unreachable while the daemon was down does not happen when it returns."""
     with daemon.client("oncall", timeout_s=1.0) as client:
         grant = client.request("sentry", ["errors:read"], ttl="1h", reason="x")["grant"]
