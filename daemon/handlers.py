@@ -84,16 +84,22 @@ def _pending(ctx: Context, args: Args) -> Request:
     return request
 
 
-def _live_grant(ctx: Context, args: Args) -> Grant:
+def _grant_in(ctx: Context, args: Args, state: GrantState) -> Grant:
+    """The grant named by ``grant_id``, refused unless it is in ``state``."""
     grant_id = args.text("grant_id")
     grant = ctx.core.ledger.find_grant(grant_id)
     if grant is None:
         raise Refused("not_found", f"no grant {grant_id[:40]!r}")
-    if grant.state is not GrantState.ACTIVE:
+    if grant.state is not state:
         raise Refused(
-            "invalid_state", f"grant {grant_id} is already {grant.state.value}"
+            "invalid_state",
+            f"grant {grant_id} is {grant.state.value}, not {state.value}",
         )
     return grant
+
+
+def _live_grant(ctx: Context, args: Args) -> Grant:
+    return _grant_in(ctx, args, GrantState.ACTIVE)
 
 
 def _refuse_in_lockdown(ctx: Context, what: str) -> None:
@@ -338,14 +344,7 @@ def op_force(ctx: Context, args: Args) -> dict[str, Any]:
     """
     ctx.require("force-close a grant", Role.ADMIN)
     reason = args.text("reason")
-    grant_id = args.text("grant_id")
-    grant = ctx.core.ledger.find_grant(grant_id)
-    if grant is None:
-        raise Refused("not_found", f"no grant {grant_id[:40]!r}")
-    if grant.state is not GrantState.REVOKING:
-        raise Refused(
-            "invalid_state", f"grant {grant_id} is {grant.state.value}, not revoking"
-        )
+    grant = _grant_in(ctx, args, GrantState.REVOKING)
     ended = ctx.core.finish_revoking(grant, forced=True, detail=reason, actor=ctx.name)
     return {"grant": ended.to_wire()}
 
