@@ -17,24 +17,7 @@ from keyturn.shared.keys import Home
 
 LISTS = Path(__file__).parents[1] / "data" / "subprocessors"
 
-SMALL_CONFIG = """\
-[policy]
-default = "review"
-
-[vendors.braintree]
-name = "Braintree"
-purpose = "Payment processing services."
-location = "United States"
-scopes = ["payments:read"]
-default_ttl = "15m"
-max_ttl = "30m"
-
-[[rules]]
-name = "no-admin-scopes"
-vendors = ["*"]
-scopes = ["*:admin"]
-action = "deny"
-"""
+SMALL_CONFIG = (Path(__file__).parents[1] / "data" / "one-vendor.toml").read_text()
 
 BASECAMP_NEW = [
     "amazon-web-services",

@@ -63,24 +63,7 @@ CAMPFIRE_IDS = [
 ]
 LIST_IDS = {"basecamp": BASECAMP_IDS, "hey": HEY_IDS, "campfire": CAMPFIRE_IDS}
 
-MINIMAL_CONFIG = """\
-[policy]
-default = "review"
-
-[vendors.braintree]
-name = "Braintree"
-purpose = "Payment processing services."
-location = "United States"
-scopes = ["payments:read"]
-default_ttl = "15m"
-max_ttl = "30m"
-
-[[rules]]
-name = "no-admin-scopes"
-vendors = ["*"]
-scopes = ["*:admin"]
-action = "deny"
-"""
+MINIMAL_CONFIG = (Path(__file__).parents[1] / "data" / "one-vendor.toml").read_text()
 
 
 def _parse_list(name: str) -> ParsedList:
