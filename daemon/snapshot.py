@@ -36,6 +36,7 @@ __all__ = ["AtomicJSONStorage", "SnapshotData", "SnapshotWriter", "load_snapshot
 logger = logging.getLogger(__name__)
 
 _CHUNK_DOCS = 500
+_PRIVATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
 class AtomicJSONStorage(Storage):
@@ -66,7 +67,8 @@ class AtomicJSONStorage(Storage):
     def write(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the file atomically with ``data``."""
         temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as raw:
+        # Owner-only, like the journal: the state names vendors and reasons.
+        with os.fdopen(os.open(temporary, _PRIVATE_FLAGS, 0o600), "wb") as raw:
             handle = _HashingWriter(raw)
             _write_tables(handle, data)
             raw.flush()
@@ -109,7 +111,9 @@ def _write_signature(path: Path, kid: str, signature: bytes, digest: bytes) -> N
     target = _signature_path(path)
     temporary = target.with_suffix(".tmp")
     body = json.dumps({"sha256": digest.hex(), "kid": kid, "sig": signature.hex()})
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with os.fdopen(
+        os.open(temporary, _PRIVATE_FLAGS, 0o600), "w", encoding="utf-8"
+    ) as handle:
         handle.write(body)
         handle.flush()
         os.fsync(handle.fileno())

@@ -242,6 +242,7 @@ def test_restart_starts_from_the_snapshot(daemon: DaemonProcess) -> None:
     last = [line for line in log.splitlines() if "recovered seq" in line][-1]
     assert "snapshot at 0," not in last
     assert "0 journal records replayed" in last
+    assert Home(daemon.home).snapshot.stat().st_mode & 0o077 == 0, "owner-only"
     with daemon.client() as client:
         live = {g["grant_id"] for g in client.list()["grants"]}
     assert live == {g["grant"]["grant_id"] for g in grants}
