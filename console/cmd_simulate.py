@@ -400,7 +400,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     simulator = Simulator(home, args.rate, args.seed, sys.stdout)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        simulator.stop.set()
+        # The handler runs in the main thread, possibly inside stop.wait(), which
+        # holds the event's lock: setting it here would deadlock. A thread sets it.
+        threading.Thread(target=simulator.stop.set, daemon=True).start()
 
     previous = {
         sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
