@@ -33,7 +33,7 @@ from keyturn.daemon.ledger import Ledger
 from keyturn.daemon.provisioners import Runner
 from keyturn.daemon.publisher import Publisher
 from keyturn.daemon.snapshot import SnapshotData, SnapshotWriter, load_snapshot
-from keyturn.shared.codec import decode, encode
+from keyturn.shared.codec import decode, decode_record, encode
 from keyturn.shared.config import Config, ConfigError, load_config
 from keyturn.shared.errors import BadInput, InternalError, KeyturnError, Refused
 from keyturn.shared.keys import (
@@ -400,11 +400,7 @@ class Daemon:
         except Exception:
             logger.exception("op %s failed inside the daemon", op)
             reply = error_reply(client_id_of(raw), InternalError())
-        if (
-            op in MUTATING_OPS
-            and isinstance(raw, dict)
-            and reply["error" if not reply["ok"] else "result"] is not None
-        ):
+        if op in MUTATING_OPS and isinstance(raw, dict):
             self._remember((user, raw.get("id")), op, raw, reply)
         return reply
 
@@ -619,8 +615,6 @@ class Daemon:
 
 def decode_reply(data: bytes) -> dict[str, Any]:
     """Decode a remembered reply."""
-    from keyturn.shared.codec import decode_record
-
     reply: dict[str, Any] = decode_record(data)
     return reply
 
