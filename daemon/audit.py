@@ -36,12 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keyturn.daemon.core import checkpoint_message
-from keyturn.daemon.journal import GENESIS, MAGIC, iter_frames, record_hash
+from keyturn.daemon.journal import (
+    GENESIS,
+    MAGIC,
+    decode_frame,
+    find_next_record,
+    iter_frames,
+    record_hash,
+)
 from keyturn.shared.keys import Home, load_verify_keys
 from keyturn.shared.times import parse_rfc3339, rfc3339
 from keyturn.shared.tokens import TOKEN_PREFIX, token_fingerprint
@@ -84,8 +90,6 @@ CSV_COLUMNS = (
 )
 """The columns of ``keyturn audit export --format csv``."""
 
-_SEQ_KEY = b"\xa3seq"
-"""How the key ``seq`` looks in msgpack: where a record may start."""
 _TIME_KEYS = frozenset({"at", "deadline"})
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """Cells starting with these are formulas to a spreadsheet."""
@@ -266,20 +270,7 @@ def _frames(data: bytes | mmap.mmap) -> Iterator[_Frame]:
         if payload is None:
             yield _Frame(offset, end, None, b"")
             return
-        yield _Frame(offset, end, _decode(payload), record_hash(payload))
-
-
-def _decode(payload: bytes) -> dict[str, Any] | None:
-    try:
-        record = msgpack.unpackb(payload, raw=False)
-    except (ValueError, TypeError, msgpack.ExtraData):
-        return None
-    if not isinstance(record, dict):
-        return None
-    seq = record.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        return None
-    return record
+        yield _Frame(offset, end, decode_frame(payload), record_hash(payload))
 
 
 class _Walker:
@@ -349,7 +340,7 @@ class _Walker:
 
     def unreadable(self, frame: _Frame) -> Finding:
         expected = self.last_seq + 1
-        resumes = _resume(self.data, frame.offset + 1, self.last_seq)
+        resumes = find_next_record(self.data, frame.offset + 1, self.last_seq)
         if resumes is None and frame.end >= self.size:
             self.torn = True
             return Finding(
@@ -542,25 +533,6 @@ def _missing(expected: int, found: int) -> str:
         f"seq {expected}" if found == expected + 1 else f"seq {expected} to {found - 1}"
     )
     return f"{gone} missing (deleted): seq {found} follows seq {expected - 1}"
-
-
-def _resume(
-    data: bytes | mmap.mmap, start: int, last_seq: int
-) -> tuple[int, int] | None:
-    """Find the next whole record after damage: (its offset, its seq), or None."""
-    position = data.find(_SEQ_KEY, start)
-    while position != -1:
-        for header in (1, 3, 5):
-            offset = position - header - 4
-            if offset < start:
-                continue
-            frames = iter_frames(data, offset)
-            _, _, payload = next(frames, (0, 0, None))
-            record = _decode(payload) if payload is not None else None
-            if record is not None and record["seq"] > last_seq:
-                return offset, int(record["seq"])
-        position = data.find(_SEQ_KEY, position + 1)
-    return None
 
 
 def read_snapshot_mark(path: Path) -> SnapshotMark | None:

@@ -30,6 +30,8 @@ __all__ = [
     "Journal",
     "JournalDamaged",
     "ScanResult",
+    "decode_frame",
+    "find_next_record",
     "iter_frames",
     "record_hash",
 ]
@@ -102,12 +104,16 @@ def iter_frames(
         offset = end
 
 
-def _decode(payload: bytes) -> dict[str, Any] | None:
+def decode_frame(payload: bytes) -> dict[str, Any] | None:
+    """A frame's record, or None when it is not a readable record with a ``seq``."""
     try:
         record = msgpack.unpackb(payload, raw=False)
-    except (ValueError, msgpack.ExtraData):
+    except (ValueError, TypeError, msgpack.ExtraData):
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+    if not isinstance(record, dict):
+        return None
+    seq = record.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
         return None
     return record
 
@@ -129,10 +135,10 @@ def scan(
     records: list[dict[str, Any]] = []
     end_offset = start
     for offset, end, payload in iter_frames(data, start):
-        record = _decode(payload) if payload is not None else None
+        record = decode_frame(payload) if payload is not None else None
         problem = _problem(record, head, last_seq)
         if problem:
-            if end >= len(data) and not _record_follows(data, offset + 1, last_seq):
+            if end >= len(data) and find_next_record(data, offset, last_seq) is None:
                 torn = len(data) - offset
                 return ScanResult(records, base + offset, head, last_seq, torn, problem)
             raise JournalDamaged(
@@ -150,26 +156,28 @@ def scan(
 
 _SEQ_KEY = b"\xa3seq"
 """Every record is a map whose first key is ``seq``: how a later record is found."""
-_MAP_HEADERS = (1, 3)
-"""Bytes of a msgpack map header before the first key: fixmap, map16."""
+_MAP_HEADERS = (1, 3, 5)
+"""Bytes of a msgpack map header before the first key: fixmap, map16, map32."""
 
 
-def _record_follows(data: bytes, start: int, last_seq: int) -> bool:
-    """Whether a whole, readable record with a later ``seq`` starts at or after ``start``."""
+def find_next_record(
+    data: bytes | mmap.mmap, start: int, last_seq: int
+) -> tuple[int, int] | None:
+    """The first whole, readable record at or after ``start`` with a ``seq`` above
+    ``last_seq``: (its offset, its seq), or None. Used to tell damage from a torn end.
+    """
     at = data.find(_SEQ_KEY, start)
     while at != -1:
         for header in _MAP_HEADERS:
-            frame = at - header - _LENGTH.size
-            if frame < start - 1:
+            offset = at - header - _LENGTH.size
+            if offset < start:
                 continue
-            (length,) = _LENGTH.unpack_from(data, frame)
-            end = frame + _LENGTH.size + length
-            if 0 < length <= MAX_RECORD_BYTES and end <= len(data):
-                record = _decode(bytes(data[frame + _LENGTH.size : end]))
-                if record is not None and record["seq"] > last_seq:
-                    return True
+            _, _, payload = next(iter_frames(data, offset), (0, 0, None))
+            record = decode_frame(payload) if payload is not None else None
+            if record is not None and record["seq"] > last_seq:
+                return offset, int(record["seq"])
         at = data.find(_SEQ_KEY, at + 1)
-    return False
+    return None
 
 
 def _problem(record: dict[str, Any] | None, head: bytes, last_seq: int) -> str:

@@ -433,7 +433,7 @@ class Daemon:
                 "duplicate_id",
                 f"request id {key[1]!r} was already used for another call",
             )
-        reply: dict[str, Any] = decode_reply(entry.reply)
+        reply: dict[str, Any] = decode_record(entry.reply)
         return reply
 
     # TODO(dedupe-memory): each remembered reply is kept encoded (about 1 KB with its
@@ -611,12 +611,6 @@ class Daemon:
         for path in self._ipc_paths:
             path.unlink(missing_ok=True)
         logger.info("stopped at seq %d", core.ledger.seq)
-
-
-def decode_reply(data: bytes) -> dict[str, Any]:
-    """Decode a remembered reply."""
-    reply: dict[str, Any] = decode_record(data)
-    return reply
 
 
 def _split(frames: list[zmq.Frame]) -> tuple[list[bytes], bytes | None]:
