@@ -63,21 +63,13 @@ class Ledger:
 
     def apply(self, record: dict[str, Any]) -> None:
         """Apply one journal record."""
-        self.seq = record["seq"]
-        kind = record["type"]
-        if "request" in record:
-            self._put_request(Request.from_wire(record["request"]))
-        if "grant" in record:
-            self._put_grant(Grant.from_wire(record["grant"]))
-        if kind == "lockdown.engaged":
-            self.lockdown = {
-                "engaged": True,
-                "since": record["at"],
-                "by": record["actor"],
-                "reason": record.get("reason", ""),
-            }
-        elif kind == "lockdown.lifted":
-            self.lockdown = dict(_NO_LOCKDOWN)
+        request = record.get("request")
+        grant = record.get("grant")
+        self.apply_live(
+            record,
+            Request.from_wire(request) if request is not None else None,
+            Grant.from_wire(grant) if grant is not None else None,
+        )
 
     def apply_live(
         self, record: dict[str, Any], request: Request | None, grant: Grant | None
@@ -88,10 +80,16 @@ class Ledger:
             self._put_request(request)
         if grant is not None:
             self._put_grant(grant)
-        if record["type"] in ("lockdown.engaged", "lockdown.lifted"):
-            self.apply(
-                {k: v for k, v in record.items() if k not in ("request", "grant")}
-            )
+        kind = record["type"]
+        if kind == "lockdown.engaged":
+            self.lockdown = {
+                "engaged": True,
+                "since": record["at"],
+                "by": record["actor"],
+                "reason": record.get("reason", ""),
+            }
+        elif kind == "lockdown.lifted":
+            self.lockdown = dict(_NO_LOCKDOWN)
 
     def _put_request(self, request: Request) -> None:
         if request.state is RequestState.PENDING:
